@@ -1,0 +1,258 @@
+"""Datasets as in-memory tensors, loaded without network access unless the user asks for it.
+
+Every dataset is small enough to hold in memory (Fashion-MNIST is about 220 MB as float32), so
+a ``Dataset`` is just tensors: the simulator slices them into per-device shards itself and no
+``DataLoader`` machinery or on-disk cache is needed. Images are standardised per channel with
+the *training* mean and std, so the test set never leaks into the normalisation.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fogsim.errors import FogsimError
+
+DATASETS: tuple[str, ...] = ("digits", "fashion-mnist", "mnist", "cifar10", "synthetic")
+
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+DEFAULT_ROOT = Path("~/.cache/fogsim/data").expanduser()
+
+_IDX_STEMS = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
+# idx type codes (third magic byte) -> big-endian numpy dtype, per the MNIST file format spec.
+_IDX_DTYPES = {
+    0x08: np.dtype(">u1"),
+    0x09: np.dtype(">i1"),
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
+
+
+@dataclass(frozen=True, eq=False)  # eq=False: comparing tensors field-wise has no single truth value
+class Dataset:
+    """A classification dataset, train and test split, already standardised."""
+
+    name: str
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    num_classes: int
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """Shape of one sample, e.g. ``(1, 28, 28)``; what ``build_model`` needs."""
+        return tuple(self.train_x.shape[1:])
+
+
+def load_dataset(
+    name: str,
+    *,
+    root: str | os.PathLike | None = None,
+    download: bool = False,
+    seed: int = 0,
+) -> Dataset:
+    """Load dataset ``name``; ``seed`` fixes the digits split and the synthetic data.
+
+    ``root`` and ``download`` only matter for the file-backed datasets (fashion-mnist, mnist,
+    cifar10); ``download`` is passed to torchvision and is never used by the tests.
+    """
+    if name == "digits":
+        return _load_digits(seed)
+    if name == "synthetic":
+        return _load_synthetic(seed)
+    if name == "fashion-mnist":
+        return _load_fashion_mnist(root, download)
+    if name == "mnist":
+        return _load_mnist(root, download)
+    if name == "cifar10":
+        return _load_cifar10(root, download)
+    raise FogsimError(f"Unknown dataset {name!r}: choose one of {', '.join(DATASETS)}.")
+
+
+def read_idx(path: str | os.PathLike) -> np.ndarray:
+    """Read one idx file (the MNIST format), gzip-compressed if its name ends in ``.gz``.
+
+    Our own reader rather than torchvision's so that Debian's ``.gz`` files are read in place
+    (torchvision wants them extracted) and a damaged file is reported by name.
+    """
+    path = Path(path)
+    try:
+        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    except (OSError, EOFError, zlib.error) as exc:
+        raise FogsimError(f"Cannot read {path} ({exc}): replace it with an intact copy.") from exc
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
+        raise FogsimError(f"{path} is not an idx file (bad magic number): replace it with an intact copy.")
+    dtype, ndim = _IDX_DTYPES[raw[2]], raw[3]
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise FogsimError(f"{path} is truncated inside its header: replace it with an intact copy.")
+    dims = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
+    expected = int(np.prod(dims)) * dtype.itemsize
+    if len(raw) - header != expected:
+        raise FogsimError(
+            f"{path} holds {len(raw) - header} bytes of data but its header promises {expected}: "
+            "replace it with an intact copy."
+        )
+    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims)
+
+
+def _one_line(exc: BaseException) -> str:
+    """torchvision's download errors span several lines; a FogsimError is printed as one."""
+    return " ".join(str(exc).split())
+
+
+def _standardised(name: str, train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
+                  test_y: np.ndarray, num_classes: int) -> Dataset:
+    """Build a ``Dataset`` from (N, C, H, W) arrays, standardising by the training statistics."""
+    train = torch.from_numpy(np.asarray(train_x, dtype=np.float32))
+    test = torch.from_numpy(np.asarray(test_x, dtype=np.float32))
+    mean = train.mean(dim=(0, 2, 3), keepdim=True)
+    std = train.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-8)  # a constant channel stays finite
+    return Dataset(
+        name=name,
+        train_x=(train - mean) / std,
+        train_y=torch.from_numpy(np.asarray(train_y, dtype=np.int64)),
+        test_x=(test - mean) / std,
+        test_y=torch.from_numpy(np.asarray(test_y, dtype=np.int64)),
+        num_classes=num_classes,
+    )
+
+
+def _load_digits(seed: int) -> Dataset:
+    """scikit-learn's 8x8 digits with a stratified 80/20 split, so every class is in both halves."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    images = digits.images[:, None, :, :]
+    train_x, test_x, train_y, test_y = train_test_split(
+        images, digits.target, test_size=0.2, stratify=digits.target, random_state=seed
+    )
+    return _standardised("digits", train_x, train_y, test_x, test_y, 10)
+
+
+def _load_synthetic(seed: int, num_classes: int = 10, n_train: int = 1000, n_test: int = 200,
+                    noise: float = 2.0) -> Dataset:
+    """Gaussian class prototypes plus noise: learnable (about 98% Bayes accuracy) and instant."""
+    rng = np.random.default_rng(seed)
+    prototypes = rng.normal(size=(num_classes, 1, 8, 8))
+
+    def split(n: int) -> tuple[np.ndarray, np.ndarray]:
+        labels = rng.permutation(np.arange(n) % num_classes)
+        return prototypes[labels] + noise * rng.normal(size=(n, 1, 8, 8)), labels
+
+    train_x, train_y = split(n_train)
+    test_x, test_y = split(n_test)
+    return _standardised("synthetic", train_x, train_y, test_x, test_y, num_classes)
+
+
+def _idx_files(directory: Path) -> tuple[list[Path], str | None]:
+    """The four idx files in ``directory`` (plain preferred over ``.gz``), or the first one missing."""
+    found = []
+    for stem in _IDX_STEMS:
+        candidates = [directory / stem, directory / f"{stem}.gz"]
+        path = next((p for p in candidates if p.is_file()), None)
+        if path is None:
+            return [], f"{stem}[.gz]"
+        found.append(path)
+    return found, None
+
+
+def _from_idx_files(name: str, files: list[Path]) -> Dataset:
+    train_x, train_y, test_x, test_y = (read_idx(p) for p in files)
+    for images, labels, image_file in ((train_x, train_y, files[0]), (test_x, test_y, files[2])):
+        if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+            raise FogsimError(
+                f"{image_file} holds images of shape {images.shape} for {labels.shape} labels: "
+                "the idx files do not belong together, replace them with one consistent set."
+            )
+    for labels, label_file in ((train_y, files[1]), (test_y, files[3])):
+        if labels.size and int(labels.max()) >= 10:
+            raise FogsimError(f"{label_file} holds label {int(labels.max())} but {name} has 10 classes: "
+                              "replace it with an intact copy.")
+    return _standardised(name, train_x[:, None], train_y, test_x[:, None], test_y, 10)
+
+
+def _load_idx_dataset(name: str, title: str, tv_class: type, root: Path, download: bool) -> Dataset:
+    """Find the idx files in ``root`` or its torchvision layout, downloading there on request.
+
+    torchvision is used only to download: the files are always read by ``read_idx``, so the
+    plain-directory and torchvision-root cases give the same tensors and the same errors.
+    """
+    raw = root / tv_class.__name__ / "raw"
+    for directory in (root, raw):
+        files, _ = _idx_files(directory)
+        if files:
+            return _from_idx_files(name, files)
+    if download:
+        try:
+            tv_class(str(root), train=False, download=True)  # fetches all four files
+        except (RuntimeError, OSError) as exc:
+            raise FogsimError(f"Downloading {title} into {root} failed ({_one_line(exc)}): check the "
+                              "network connection or fetch the idx files by hand.") from exc
+        files, missing = _idx_files(raw)
+    else:
+        files, missing = _idx_files(root)
+    if not files:
+        raise FogsimError(f"{title} not found at {root} (no {missing}): pass --data-root DIR holding "
+                          "the idx files, or a torchvision root with --download.")
+    return _from_idx_files(name, files)
+
+
+def _load_fashion_mnist(root: str | os.PathLike | None, download: bool) -> Dataset:
+    """Debian's package by default, else a directory of idx files or a torchvision root."""
+    from torchvision.datasets import FashionMNIST
+
+    if root is None:
+        files, _ = _idx_files(DEBIAN_FASHION_MNIST)
+        if files:
+            return _from_idx_files("fashion-mnist", files)
+        if not download:
+            raise FogsimError(
+                f"Fashion-MNIST not found at {DEBIAN_FASHION_MNIST}: install Debian's package with "
+                "`apt-get install dataset-fashion-mnist`, or pass --data-root DIR holding the idx "
+                "files, or a torchvision root with --download."
+            )
+    return _load_idx_dataset("fashion-mnist", "Fashion-MNIST", FashionMNIST,
+                             Path(root or DEFAULT_ROOT).expanduser(), download)
+
+
+def _load_mnist(root: str | os.PathLike | None, download: bool) -> Dataset:
+    from torchvision.datasets import MNIST
+
+    return _load_idx_dataset("mnist", "MNIST", MNIST, Path(root or DEFAULT_ROOT).expanduser(), download)
+
+
+def _load_cifar10(root: str | os.PathLike | None, download: bool) -> Dataset:
+    """CIFAR-10 through torchvision, which checks every batch file against its md5."""
+    from torchvision.datasets import CIFAR10
+
+    root = Path(root or DEFAULT_ROOT).expanduser()
+    try:
+        train = CIFAR10(str(root), train=True, download=download)
+        test = CIFAR10(str(root), train=False, download=download)
+    except RuntimeError as exc:  # torchvision's "not found or corrupted" (an md5 mismatch)
+        raise FogsimError(
+            f"CIFAR-10 not found or corrupted at {root / CIFAR10.base_folder}: pass --data-root DIR "
+            "holding cifar-10-batches-py, or add --download to fetch it there."
+        ) from exc
+    except OSError as exc:  # a failed download or an unreadable directory
+        raise FogsimError(f"Cannot load CIFAR-10 at {root} ({_one_line(exc)}): check the network "
+                          "connection and the directory's permissions.") from exc
+    # torchvision keeps CIFAR as (N, H, W, C) uint8; models want (N, C, H, W).
+    return _standardised("cifar10", train.data.transpose(0, 3, 1, 2), train.targets,
+                         test.data.transpose(0, 3, 1, 2), test.targets, len(train.classes))
