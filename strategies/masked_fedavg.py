@@ -1,0 +1,111 @@
+"""``masked-fedavg``: Flower's FedAvg with pruned-mask-aware averaging of the uploads.
+
+Only the aggregation of training replies differs from FedAvg, so only ``aggregate_train``
+is overridden; sampling, the round loop, evaluation and failure handling are Flower's.
+``configure_train`` is extended by two lines: it remembers the global arrays it sends,
+because an entry that no client kept keeps its previous global value and
+``aggregate_train`` is not given that value, and it tells clients to send packed uploads.
+"""
+
+from collections.abc import Iterable
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.serverapp import Grid
+from flwr.serverapp.exception import AggregationError
+from flwr.serverapp.strategy import FedAvg
+
+from .encoding import unpack_masked_state
+from .masked_average import masked_average_arrays
+
+UPLOAD_ENCODING_KEY = "upload-encoding"
+"""Train-config key through which the server asks for packed uploads.
+
+``MaskedFedAvg`` sets it to ``"packed"``: the client sends
+``pack_masked_state(state, masks)``. Flower's ``FedAvg`` does not set it, which means
+``"dense"``: the client sends ``dense_masked_state(state, masks)``.
+"""
+
+
+class MaskedFedAvg(FedAvg):
+    """FedAvg whose prunable tensors are averaged only over the clients that kept each entry.
+
+    For entry ``j`` of a masked tensor, over the replying clients ``k`` with ``n_k``
+    examples and mask ``m_k``: ``w_j = Σ_k n_k m_kj w_kj / Σ_k n_k m_kj``, and the previous
+    global value where no client kept ``j``. Tensors sent dense are averaged as FedAvg
+    does. Each reply carries exactly one ArrayRecord, holding the client's model packed by
+    :func:`strategies.encoding.pack_masked_state` (a dense model is accepted too), and
+    exactly one MetricRecord holding the example count under ``weighted_by_key``; as in
+    FedAvg, the records' own keys are not checked, ``arrayrecord_key`` is the key used
+    when sending. Replies carrying an error are dropped, and inconsistent replies abort
+    the round, as in FedAvg.
+
+    Parameters
+    ----------
+    fraction_train : float (default: 1.0)
+        Fraction of nodes used during training; at least ``min_train_nodes`` are sampled.
+    fraction_evaluate : float (default: 1.0)
+        Fraction of nodes used during evaluation; at least ``min_evaluate_nodes``.
+    min_train_nodes : int (default: 2)
+        Minimum number of nodes used during training.
+    min_evaluate_nodes : int (default: 2)
+        Minimum number of nodes used during evaluation.
+    min_available_nodes : int (default: 2)
+        Minimum number of connected nodes before a round starts.
+    weighted_by_key : str (default: "num-examples")
+        MetricRecord key of the example count ``n_k`` that weights arrays and metrics.
+    arrayrecord_key : str (default: "arrays")
+        Key of the ArrayRecord in the Messages sent to clients.
+    configrecord_key : str (default: "config")
+        Key of the ConfigRecord in the Messages sent to clients.
+    train_metrics_aggr_fn : callable or None (default: None)
+        ``(list[RecordDict], str) -> MetricRecord`` aggregating training metrics;
+        ``None`` means Flower's example-weighted average.
+    evaluate_metrics_aggr_fn : callable or None (default: None)
+        The same for evaluation metrics.
+    """
+
+    _current_arrays: ArrayRecord | None = None
+
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        """Remember the global arrays and ask for packed uploads, then configure as FedAvg."""
+        self._current_arrays = arrays
+        config[UPLOAD_ENCODING_KEY] = "packed"
+        return super().configure_train(server_round, arrays, config, grid)
+
+    def aggregate_train(
+        self,
+        server_round: int,
+        replies: Iterable[Message],
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """Aggregate the replies' arrays mask-aware and their metrics as FedAvg does."""
+        valid_replies, _ = self._check_and_log_replies(replies, is_train=True)
+        if not valid_replies:
+            return None, None
+        contents = [msg.content for msg in valid_replies]
+        arrays = self._average_masked(contents)
+        metrics = self.train_metrics_aggr_fn(contents, self.weighted_by_key)
+        return arrays, metrics
+
+    def _average_masked(self, contents: list[RecordDict]) -> ArrayRecord:
+        if self._current_arrays is None:
+            raise AggregationError(
+                reason="MaskedFedAvg needs the previous global arrays; call "
+                "configure_train before aggregate_train"
+            )
+        states, masks, counts = [], [], []
+        try:
+            for content in contents:
+                record = next(iter(content.array_records.values()))
+                state, mask = unpack_masked_state({k: a.numpy() for k, a in record.items()})
+                states.append(state)
+                masks.append(mask)
+                metrics = next(iter(content.metric_records.values()))
+                counts.append(float(metrics[self.weighted_by_key]))
+            previous = {k: a.numpy() for k, a in self._current_arrays.items()}
+            averaged = masked_average_arrays(states, masks, counts, previous)
+        except ValueError as err:
+            raise AggregationError(reason=f"masked averaging failed: {err}") from err
+        return ArrayRecord({k: Array(np.asarray(v)) for k, v in averaged.items()})
