@@ -37,8 +37,8 @@ class MaskedFedAvg(FedAvg):
     :func:`strategies.encoding.pack_masked_state` (a dense model is accepted too), and
     exactly one MetricRecord holding the example count under ``weighted_by_key``; as in
     FedAvg, the records' own keys are not checked, ``arrayrecord_key`` is the key used
-    when sending. Replies carrying an error are dropped, and inconsistent replies abort
-    the round, as in FedAvg.
+    when sending. As in FedAvg, replies carrying an error are dropped, and replies with
+    differing keys raise InconsistentMessageReplies, which ends the run.
 
     Parameters
     ----------
