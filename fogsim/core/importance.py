@@ -1,0 +1,124 @@
+"""Importance criteria: which kept weights survive the next pruning step.
+
+Each criterion is a small object with one job, ``propose(masks, density)``: return masks that keep
+``round(density * total)`` entries of the prunable tensors (or, for whole units, the largest
+configuration not denser than that). ``MaskSet.update`` then decides whether the proposal may
+regrow anything (soft) or is intersected with what is kept (hard).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Protocol
+
+import torch
+
+from fogsim.core.masks import MaskSet
+from fogsim.errors import FogsimError
+
+SCOPES = ("global", "layer")
+GRANULARITIES = ("unstructured", "structured")
+
+
+class Criterion(Protocol):
+    def propose(self, masks: MaskSet, density: float) -> dict[str, torch.Tensor]: ...
+
+
+def _candidates(masks: MaskSet, name: str) -> torch.Tensor:
+    """Entries that may be kept: only the kept ones when hard, every one when soft."""
+    current = masks.masks[name]
+    return current if masks.hard else torch.ones_like(current)
+
+
+def _top(scores: torch.Tensor, candidates: torch.Tensor, k: int) -> torch.Tensor:
+    """Mask of the ``k`` highest scores among candidates (exactly k, ties broken by position)."""
+    flat = torch.where(candidates.flatten(), scores.flatten(), torch.tensor(-math.inf))
+    keep = torch.zeros(flat.numel(), dtype=torch.bool)
+    k = min(k, int(candidates.sum()))
+    if k > 0:
+        keep[torch.topk(flat, k, sorted=False).indices] = True
+    return keep.reshape(scores.shape)
+
+
+class Magnitude:
+    """Keep the largest ``|w|``: over all prunable tensors at once (``global``) or per tensor (``layer``)."""
+
+    def __init__(self, scope: str = "global"):
+        if scope not in SCOPES:
+            raise FogsimError(f"unknown pruning scope {scope!r}: use one of {', '.join(SCOPES)}")
+        self.scope = scope
+
+    def propose(self, masks: MaskSet, density: float) -> dict[str, torch.Tensor]:
+        weights = {name: masks.params[name].detach().abs() for name in masks.masks}
+        if self.scope == "layer":
+            return {name: _top(w, _candidates(masks, name), round(density * w.numel()))
+                    for name, w in weights.items()}
+        names = list(weights)
+        flat_scores = torch.cat([weights[n].flatten() for n in names])
+        flat_cand = torch.cat([_candidates(masks, n).flatten() for n in names])
+        keep = _top(flat_scores, flat_cand, round(density * masks.total()))
+        out, start = {}, 0
+        for n in names:
+            size = weights[n].numel()
+            out[n] = keep[start:start + size].reshape(weights[n].shape)
+            start += size
+        return out
+
+
+class StructuredL2:
+    """Remove whole neurons / channels with the smallest L2 norm, the same fraction in every layer.
+
+    Removing a unit also removes its column in the next layer, so activations shrink too. Units
+    are discrete, so the proposal is the largest configuration whose density does not exceed the
+    one asked for. The output layer keeps all its units (they are the classes).
+    """
+
+    def propose(self, masks: MaskSet, density: float) -> dict[str, torch.Tensor]:
+        lo, hi = 0.0, 1.0
+        best = self._at_fraction(masks, 0.0)
+        if _density(masks, best) > density:
+            return best
+        for _ in range(40):
+            mid = (lo + hi) / 2
+            proposal = self._at_fraction(masks, mid)
+            if _density(masks, proposal) <= density:
+                lo, best = mid, proposal
+            else:
+                hi = mid
+        return best
+
+    def _at_fraction(self, masks: MaskSet, fraction: float) -> dict[str, torch.Tensor]:
+        topology = masks.topology
+        rows: dict[str, torch.Tensor] = {}
+        for layer in topology.structured_layers():
+            current = _candidates(masks, layer.weight).reshape(layer.units, -1)
+            alive = current.any(1)
+            weight = masks.params[layer.weight].detach().reshape(layer.units, -1)
+            norms = (weight * current).norm(dim=1)
+            keep = max(1, math.floor(fraction * layer.units + 0.5))
+            rows[layer.weight] = _top(norms, alive, keep)
+        proposal = {}
+        for layer in topology.layers:
+            mask = _candidates(masks, layer.weight).clone()
+            if layer.weight in rows:
+                mask &= rows[layer.weight].reshape(-1, *[1] * (mask.dim() - 1))
+            proposal[layer.weight] = mask
+        for layer in topology.structured_layers():
+            cols = rows[layer.weight].repeat_interleave(layer.consumer_span)
+            consumer = proposal[layer.consumer]
+            proposal[layer.consumer] = consumer & cols.reshape(1, -1, *[1] * (consumer.dim() - 2))
+        return proposal
+
+
+def _density(masks: MaskSet, proposal: dict[str, torch.Tensor]) -> float:
+    return sum(int(m.sum()) for m in proposal.values()) / masks.total()
+
+
+def make_criterion(criterion: str = "magnitude", scope: str = "global",
+                   granularity: str = "unstructured") -> Criterion:
+    """Build the criterion a configuration names."""
+    if criterion != "magnitude":
+        raise FogsimError(f"unknown importance criterion {criterion!r}: use magnitude")
+    if granularity not in GRANULARITIES:
+        raise FogsimError(f"unknown granularity {granularity!r}: use one of {', '.join(GRANULARITIES)}")
+    return StructuredL2() if granularity == "structured" else Magnitude(scope)
