@@ -1,0 +1,5 @@
+import sys
+
+from fogsim.cli import main
+
+sys.exit(main())
