@@ -168,7 +168,10 @@ class DeviceTrainer:
             group["lr"] = self.lr
 
     def _maybe_prune(self) -> None:
-        if self.masks is None or self.progress < self.next_prune:
+        if self.masks is None:
+            return
+        overdue = self.masks.hard and self.progress >= self.schedule.t1 and self.density > self.schedule.target
+        if self.progress < self.next_prune and not overdue:
             return
         density = self.schedule.density(self.progress)
         if not self.masks.hard or density < self.masks.density():
@@ -185,6 +188,22 @@ class DeviceTrainer:
         if not self.masks.hard or self.masks.density() > target:
             self._prune(target)
             self._refresh()
+
+    # --- persistence (a federated device resumes its schedule round after round) ------------
+    def state_dict(self) -> dict:
+        """Masks and schedule position: what a device must keep between rounds to resume."""
+        return {"masks": self.masks.state_dict() if self.masks is not None else {},
+                "progress": self.progress, "steps": self.steps, "next_prune": self.next_prune}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Resume from ``state_dict()``; the masks are applied to the model's current weights."""
+        self.progress = int(state["progress"])
+        self.steps = int(state["steps"])
+        self.next_prune = float(state["next_prune"])
+        if self.masks is not None and state["masks"]:
+            self.masks.load_state_dict(state["masks"])
+            self.masks.apply()
+        self._refresh()
 
     # --- training --------------------------------------------------------------------------
     def train(self, x: torch.Tensor, y: torch.Tensor, samples: int, *, generator: torch.Generator | None = None,

@@ -1,0 +1,27 @@
+"""Shared fixtures: small real models and data, and quiet, offline Flower."""
+
+import os
+
+os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from fogsim.models import build_model  # noqa: E402
+
+
+@pytest.fixture
+def mlp():
+    """LeNet-300-100 on 28x28 inputs, seeded."""
+    return build_model("mlp", (1, 28, 28), 10, seed=0), (1, 28, 28)
+
+
+@pytest.fixture
+def cnn():
+    """LeNet-5 on 28x28 inputs, seeded."""
+    return build_model("lenet5", (1, 28, 28), 10, seed=0), (1, 28, 28)
+
+
+def batch(shape, n, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn((n, *shape), generator=g), torch.randint(0, 10, (n,), generator=g)
