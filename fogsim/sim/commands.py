@@ -1,0 +1,139 @@
+"""``fogsim run``, ``fogsim validate`` and ``fogsim profiles``: the simulation's commands."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from fogsim.errors import FogsimError
+from fogsim.units import format_bytes
+
+SCENARIO = typer.Argument(..., help="scenario YAML file, e.g. scenarios/quickstart.yaml")
+SET = typer.Option(None, "--set", help="change one key for this run, e.g. --set rounds=3 --set fleet[0].count=4")
+
+
+def _bits(rate: float) -> str:
+    for unit, scale in (("Gbit/s", 1e9), ("Mbit/s", 1e6), ("kbit/s", 1e3)):
+        if rate >= scale:
+            return f"{rate / scale:.3g} {unit}"
+    return f"{rate:.3g} bit/s"
+
+
+def _flops(rate: float) -> str:
+    for unit, scale in (("GFLOP/s", 1e9), ("MFLOP/s", 1e6)):
+        if rate >= scale:
+            return f"{rate / scale:.3g} {unit}"
+    return f"{rate:.3g} FLOP/s"
+
+
+def plan_table(prepared) -> Table:
+    """One row per fleet entry: what its devices may use and what their training needs."""
+    scenario = prepared.scenario
+    table = Table(title=f"{scenario.name}: {len(prepared.devices)} devices, {scenario.pruning.method} on "
+                        f"{scenario.model} / {scenario.data.name} ({scenario.data.partition.kind}), "
+                        f"{scenario.strategy.name}, {scenario.rounds} rounds")
+    for column in ("fleet entry", "devices", "budget", "dense needs", "target needs", "start density",
+                   "target compression", "batch", "samples / device"):
+        table.add_column(column, justify="left" if column == "fleet entry" else "right")
+    for index, entry in enumerate(scenario.fleet):
+        devices = [d for d in prepared.devices if d.entry == index]
+        plan = devices[0].plan
+        sizes = [len(prepared.spec.partitions[d.id]) for d in devices]
+        start = f"{plan.start_density:.3f} (one-shot)" if plan.one_shot else "1"
+        table.add_row(f"fleet[{index}] {entry.profile}", str(len(devices)), format_bytes(plan.budget_bytes),
+                      format_bytes(plan.dense_bytes), format_bytes(plan.target_bytes), start,
+                      f"{1 / plan.target_density:.3g}x", f"{plan.batch_min}..{plan.batch_max}",
+                      f"{min(sizes)}..{max(sizes)}" if min(sizes) != max(sizes) else str(sizes[0]))
+    return table
+
+
+def summary_table(summary: dict) -> Table:
+    table = Table(title=f"{summary['scenario']}: accuracy {summary['accuracy']:.4f} after {summary['rounds']} rounds, "
+                        f"simulated {summary['sim_time_s']:.1f} s, wall {summary['wall_time_s']:.1f} s")
+    for column in ("profile", "devices", "budget", "peak memory", "batch", "compression", "rounds ok / failed",
+                   "uploaded", "downloaded", "simulated time"):
+        table.add_column(column, justify="left" if column == "profile" else "right")
+    for name, tier in summary["profiles"].items():
+        trained = "peak_memory_bytes" in tier
+        table.add_row(
+            name, str(tier["devices"]), format_bytes(tier["budget_bytes"]),
+            format_bytes(tier["peak_memory_bytes"]) if trained else "-",
+            f"{tier['batch_size_min']}..{tier['batch_size_max']}" if trained else "-",
+            f"{tier['final_compression']:.3g}x" if trained else "-",
+            f"{tier['rounds_trained']} / {tier['rounds_failed']}",
+            format_bytes(tier["upload_bytes"]) if trained else "-",
+            format_bytes(tier["download_bytes"]) if trained else "-",
+            f"{tier['sim_time_s']:.2f} s" if trained else "-")
+    return table
+
+
+def _free_run_dir(out: Optional[Path], name: str) -> Path:
+    out = out or Path("runs") / f"{name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise FogsimError(f"--out {out}: already exists and is not an empty directory; choose another")
+    return out
+
+
+def run(scenario: Path = SCENARIO,
+        out: Optional[Path] = typer.Option(None, help="run directory (default: runs/<name>-<time>)"),
+        sets: Optional[list[str]] = SET,
+        quiet: bool = typer.Option(False, help="no progress display")) -> None:
+    """Run a scenario: the fleet trains with DynHP on Flower and Ray; results go to the run directory."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from fogsim.sim.run import prepare, run as run_scenario
+
+    err = Console(stderr=True)
+    prepared = prepare(scenario, sets or [])
+    out = _free_run_dir(out, prepared.scenario.name)
+    if quiet:
+        summary = run_scenario(prepared, out)
+    else:
+        err.print(plan_table(prepared))
+        columns = [TextColumn("round"), MofNCompleteColumn(), BarColumn(), TextColumn("{task.fields[status]}"),
+                   TimeElapsedColumn()]
+        with Progress(*columns, console=err, transient=False) as bar:
+            task = bar.add_task("rounds", total=prepared.scenario.rounds, status="starting Ray ...")
+
+            def on_round(row: dict) -> None:
+                bar.update(task, completed=row["round"], status=(
+                    f"acc {row['accuracy']:.3f}  density {row['density']:.3f}  ok {row['clients_ok']}"
+                    f"  failed {row['clients_failed']}  up {format_bytes(row['upload_bytes'])}"
+                    f"  sim {row['sim_time_s']:.2f} s"))
+            summary = run_scenario(prepared, out, on_round)
+    Console().print(summary_table(summary))
+    Console().print(f"run directory: {out}")
+
+
+def validate(scenario: Path = SCENARIO, sets: Optional[list[str]] = SET) -> None:
+    """Check a scenario completely and print the per-device plan, without training."""
+    from fogsim.sim.run import prepare
+
+    Console().print(plan_table(prepare(scenario, sets or [])))
+    Console().print(f"{scenario}: valid")
+
+
+def profiles(files: Optional[list[Path]] = typer.Option(None, "--file", help="also list the profiles of "
+                                                         "this YAML file")) -> None:
+    """List the device profiles (built-in and from --file) with their figures; descriptions are in the YAML."""
+    from fogsim.sim.profiles import load_profiles
+
+    table = Table(title="device profiles")
+    for column in ("name", "memory budget", "compute", "uplink", "downlink", "availability", "failure rate"):
+        table.add_column(column, justify="left" if column == "name" else "right")
+    for name, p in load_profiles(files or []).items():
+        table.add_row(name, format_bytes(p.memory_budget), _flops(p.flops), _bits(p.uplink), _bits(p.downlink),
+                      f"{p.availability:g}", f"{p.failure_rate:g}")
+    Console().print(table)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the simulation's commands to the ``fogsim`` app."""
+    app.command("run")(run)
+    app.command("validate")(validate)
+    app.command("profiles")(profiles)

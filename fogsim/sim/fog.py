@@ -1,0 +1,88 @@
+"""The simulated fog: who is available, who fails, and how long a round takes.
+
+Everything random here is drawn from generators seeded by (scenario seed, round, device), so
+the same scenario gives the same rounds, whatever order Ray runs the clients in.
+
+* **Availability**: each round, each device is available with its profile's ``availability``;
+  the round samples ``fraction`` of the available devices (at least one, if any is available).
+  Flower's own sampling cannot be seeded (it samples node ids, which are random per run), so
+  the fog samples and shows Flower's strategy only the sampled nodes (``FogGrid.get_node_ids``)
+  with ``fraction_train=1``.
+* **Failures**: a sampled device fails with its profile's ``failure_rate``; it drops out
+  mid-round, its update never reaches the server, and the round goes on with the rest. The
+  device keeps its mask and schedule position from before the round (the work is lost).
+* **Simulated time** of a device: its training FLOPs / ``flops`` plus the bytes it downloads
+  and uploads over ``downlink`` / ``uplink``. The slowest device that finished sets the round;
+  a device that dropped out is not waited for.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from fogsim.core import MaskSet, Topology
+
+FAILED = 9001  # Error code of a device that dropped out mid-round (Flower's own codes are 0-8)
+
+# Streams of the per-round generators, so that availability and failure draws are independent.
+AVAILABILITY, SAMPLING, FAILURE = 0, 1, 2
+
+
+def _rng(seed: int, round_: int, stream: int, device: int = 0) -> np.random.Generator:
+    return np.random.default_rng([seed, round_, stream, device])
+
+
+def participants(profiles: list, fraction: float, seed: int, round_: int) -> tuple[list[int], list[int]]:
+    """Device ids available in ``round_`` and those sampled among them, both in id order."""
+    draws = _rng(seed, round_, AVAILABILITY).random(len(profiles))
+    available = [i for i, p in enumerate(profiles) if draws[i] < p.availability]
+    if not available:
+        return [], []
+    size = max(1, int(fraction * len(available)))
+    sampled = _rng(seed, round_, SAMPLING).choice(available, size=size, replace=False)
+    return available, sorted(int(i) for i in sampled)
+
+
+def fails(failure_rate: float, seed: int, round_: int, device: int) -> bool:
+    """Whether ``device`` drops out in ``round_``."""
+    return bool(_rng(seed, round_, FAILURE, device).random() < failure_rate)
+
+
+def forward_flops(topology: Topology, masks: MaskSet | None) -> int:
+    """FLOPs of one forward pass of one sample, counting only kept weights (a sparse kernel's cost).
+
+    A kept weight of a Linear layer is one multiply-add (2 FLOPs) per sample; of a Conv layer,
+    one per output position.
+    """
+    total = 0
+    for layer in topology.layers:
+        _, _, out = topology.steps[layer.index]
+        positions = out.numel // layer.units
+        kept = int(masks.masks[layer.weight].sum()) if masks is not None else layer.numel
+        total += 2 * kept * positions
+    return total
+
+
+def training_flops(forward: float, samples: int) -> float:
+    """Forward plus backward (about twice the forward) for ``samples`` samples."""
+    return 3.0 * forward * samples
+
+
+def transfer_seconds(nbytes: int, bits_per_second: float) -> float:
+    return 8.0 * nbytes / bits_per_second
+
+
+def device_seconds(profile, flops: float, download_bytes: int, upload_bytes: int) -> float:
+    """Simulated time of one device's round: download, compute, upload."""
+    return (transfer_seconds(download_bytes, profile.downlink) + flops / profile.flops
+            + transfer_seconds(upload_bytes, profile.uplink))
+
+
+def seed_for(seed: int, round_: int, device: int) -> int:
+    """A torch seed for one device's data order in one round."""
+    return int(np.random.SeedSequence([seed, round_, device]).generate_state(1)[0])
+
+
+def generator(seed: int, round_: int, device: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed_for(seed, round_, device))

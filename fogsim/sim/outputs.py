@@ -1,0 +1,104 @@
+"""The run directory: plain files a user reads with pandas, written as each round completes.
+
+* ``scenario.yaml`` — the scenario with every default filled in;
+* ``rounds.csv`` — one row per round (global accuracy, traffic, simulated and wall time);
+* ``clients.csv`` — one row per sampled device per round (memory, batch, density, traffic);
+* ``summary.json`` — totals and one entry per profile (device tier), written at the end.
+
+Rows are flushed as they are written, so a crash keeps every finished round.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+ROUND_COLUMNS = ["round", "accuracy", "loss", "density", "global_density", "upload_bytes", "download_bytes",
+                 "sim_time_s", "wall_time_s", "clients_available", "clients_sampled", "clients_ok",
+                 "clients_failed"]
+CLIENT_COLUMNS = ["round", "client_id", "profile", "budget_bytes", "peak_memory_bytes", "batch_size_min",
+                  "batch_size_max", "density", "num_examples", "train_loss", "progress", "upload_bytes",
+                  "download_bytes", "compute_s", "sim_time_s", "failed"]
+WALL_COLUMNS = ["wall_time_s"]  # the only columns that differ between two runs of one seed
+
+
+class CsvLog:
+    """A CSV file that grows one flushed row at a time."""
+
+    def __init__(self, path: Path, columns: list[str]):
+        self.file = open(path, "w", newline="")
+        self.writer = csv.DictWriter(self.file, fieldnames=columns)
+        self.writer.writeheader()
+        self.file.flush()
+
+    def write(self, row: dict) -> None:
+        self.writer.writerow(row)
+        self.file.flush()
+
+    def close(self) -> None:
+        self.file.close()
+
+
+class RunFiles:
+    """The files of one run directory."""
+
+    def __init__(self, out: Path, resolved_scenario: str):
+        self.out = out
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "scenario.yaml").write_text(resolved_scenario)
+        self.rounds = CsvLog(out / "rounds.csv", ROUND_COLUMNS)
+        self.clients = CsvLog(out / "clients.csv", CLIENT_COLUMNS)
+
+    def write_round(self, round_row: dict, client_rows: list[dict]) -> None:
+        for row in client_rows:
+            self.clients.write(row)
+        self.rounds.write(round_row)
+
+    def write_summary(self, summary: dict) -> None:
+        (self.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+
+    def close(self) -> None:
+        self.rounds.close()
+        self.clients.close()
+
+
+def summarize(name: str, rounds: list[dict], clients: list[dict], devices: list, wall_time_s: float) -> dict:
+    """Totals of the run and, per profile, what the devices of that tier cost."""
+    last = rounds[-1] if rounds else {}
+    tiers = {}
+    for device in devices:
+        tier = tiers.setdefault(device.profile_name, {"devices": 0, "budget_bytes": device.plan.budget_bytes,
+                                                      "target_compression": 1 / device.plan.target_density,
+                                                      "start_density": device.plan.start_density})
+        tier["devices"] += 1
+    for profile, tier in tiers.items():
+        ok = [c for c in clients if c["profile"] == profile and not c["failed"]]
+        tier["rounds_trained"] = len(ok)
+        tier["rounds_failed"] = sum(1 for c in clients if c["profile"] == profile and c["failed"])
+        if ok:
+            final_round = max(c["round"] for c in ok)
+            final = [c for c in ok if c["round"] == final_round]
+            tier.update(
+                peak_memory_bytes=max(c["peak_memory_bytes"] for c in ok),
+                batch_size_min=min(c["batch_size_min"] for c in ok),
+                batch_size_max=max(c["batch_size_max"] for c in ok),
+                final_density=sum(c["density"] for c in final) / len(final),
+                final_compression=len(final) / sum(c["density"] for c in final),
+                upload_bytes=sum(c["upload_bytes"] for c in ok),
+                download_bytes=sum(c["download_bytes"] for c in ok),
+                sim_time_s=sum(c["sim_time_s"] for c in ok),
+            )
+    return {
+        "scenario": name,
+        "rounds": len(rounds),
+        "accuracy": last.get("accuracy"),
+        "loss": last.get("loss"),
+        "best_accuracy": max((r["accuracy"] for r in rounds), default=None),
+        "upload_bytes": sum(r["upload_bytes"] for r in rounds),
+        "download_bytes": sum(r["download_bytes"] for r in rounds),
+        "sim_time_s": sum(r["sim_time_s"] for r in rounds),
+        "wall_time_s": wall_time_s,
+        "clients_failed": sum(r["clients_failed"] for r in rounds),
+        "profiles": tiers,
+    }

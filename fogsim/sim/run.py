@@ -1,0 +1,90 @@
+"""One scenario from file to result files: prepare (all checks, no side effects), then run.
+
+``prepare`` does every check a scenario can fail — the file, its keys, the profiles, the
+dataset, every device's budget, the split — before anything is written, so a bad scenario
+leaves no run directory behind. ``run`` then starts Flower's simulation engine on Ray.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from fogsim.data import Dataset, load_dataset
+from fogsim.errors import FogsimError
+from fogsim.sim.client_app import FleetSpec, make_client_app
+from fogsim.sim.fleet import Device, build_fleet
+from fogsim.sim.outputs import RunFiles, summarize
+from fogsim.sim.partition import partition_indices
+from fogsim.sim.scenario import Scenario, load_scenario, resolved_yaml
+
+
+@dataclass
+class Prepared:
+    """A scenario checked completely and ready to run."""
+
+    scenario: Scenario
+    data: Dataset
+    devices: list[Device]
+    spec: FleetSpec
+
+
+def prepare(path: str | Path, sets: list[str] = ()) -> Prepared:
+    scenario = load_scenario(path, sets)
+    d = scenario.data
+    try:
+        data = load_dataset(d.name, root=d.root, download=d.download, seed=scenario.seed)
+    except FogsimError as error:
+        raise FogsimError(f"data.name: {error}") from None
+    devices = build_fleet(scenario, Path(path).parent, data.input_shape, data.num_classes)
+    partitions = partition_indices(data.train_y.numpy(), d.partition, len(devices), scenario.seed)
+    return Prepared(scenario, data, devices, FleetSpec(scenario, devices, partitions))
+
+
+def backend_config(scenario: Scenario) -> dict:
+    sim = scenario.simulation
+    init = {"logging_level": "ERROR", "log_to_driver": False}
+    init.update({"address": sim.address} if sim.address else {"num_cpus": sim.num_cpus})
+    return {"client_resources": {"num_cpus": sim.client_cpus}, "init_args": init}
+
+
+def quiet_flower() -> None:
+    """No telemetry (no machine fogsim runs on may phone home) and no per-round Flower log."""
+    os.environ["FLWR_TELEMETRY_ENABLED"] = "0"
+    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+    from flwr.supercore import telemetry
+
+    telemetry.FLWR_TELEMETRY_ENABLED = "0"
+    logging.getLogger("flwr").setLevel(logging.ERROR)
+
+
+def run(prepared: Prepared, out: Path, on_round: Callable[[dict], None] | None = None) -> dict:
+    """Run the simulation, writing the run directory ``out`` as rounds complete; return the summary."""
+    quiet_flower()
+    from flwr.simulation import run_simulation
+
+    from fogsim.sim.plots import plot_run
+    from fogsim.sim.server_app import make_server_app
+
+    scenario = prepared.scenario
+    files = RunFiles(out, resolved_yaml(scenario))
+    outcome: dict = {}
+    start = time.perf_counter()
+    try:
+        run_simulation(server_app=make_server_app(prepared.spec, prepared.data, files, outcome, on_round),
+                       client_app=make_client_app(prepared.spec), num_supernodes=len(prepared.devices),
+                       backend_config=backend_config(scenario))
+    finally:
+        files.close()
+    if len(outcome.get("rounds", [])) != scenario.rounds:
+        raise RuntimeError(f"the simulation ended after {len(outcome.get('rounds', []))} of {scenario.rounds} "
+                           f"rounds; the finished ones are in {out}")
+    summary = summarize(scenario.name, outcome["rounds"], outcome["clients"], prepared.devices,
+                        time.perf_counter() - start)
+    files.write_summary(summary)
+    plot_run(out)
+    return summary

@@ -1,0 +1,232 @@
+"""The scenario file: one validated object, checked completely before any work starts.
+
+Every key has a default and a description (``fogsim validate`` and the README's reference list
+are generated from them). Problems are reported as one line naming the key path, e.g.
+``fleet[2].profile: unknown profile 'esp33' (known: ...)``.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from fogsim.core.config import TrainConfig
+from fogsim.data import DATASETS
+from fogsim.errors import FogsimError
+from fogsim.models import MODELS
+from fogsim.sim.yamlfile import describe, key_path, read_yaml
+
+_CORE = TrainConfig.model_fields
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Partition(_Section):
+    """How the training set is split across the fleet (Flower Datasets' partitioners)."""
+
+    kind: Literal["iid", "dirichlet", "shards"] = Field(
+        "iid", description="iid: equal random shares; dirichlet: label shares drawn from Dir(alpha) per class; "
+        "shards: each device gets a few label-sorted shards")
+    alpha: float = Field(0.5, gt=0, description="Dirichlet concentration (dirichlet only): small is more skewed")
+    shards_per_device: int = Field(2, ge=1, description="label-sorted shards per device (shards only)")
+    min_size: int = Field(10, ge=0, description="smallest partition the Dirichlet split accepts (dirichlet only)")
+
+
+class Data(_Section):
+    """The dataset and its split."""
+
+    name: str = Field("digits", description=f"one of {', '.join(DATASETS)}")
+    root: str | None = Field(None, description="directory of the dataset's files or a torchvision root "
+                             "(default: Debian's package for fashion-mnist, ~/.cache/fogsim/data otherwise)")
+    download: bool = Field(False, description="let torchvision download the dataset into root")
+    partition: Partition = Field(default_factory=Partition, description="how the training set is split")
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, name: str) -> str:
+        if name not in DATASETS:
+            raise ValueError(f"unknown dataset {name!r} (known: {', '.join(DATASETS)})")
+        return name
+
+
+class Training(_Section):
+    """Local training of every device in each round it takes part in."""
+
+    epochs: float = Field(1.0, gt=0, description="local passes over the device's partition per round")
+    optimizer: Literal["sgd", "momentum", "adam"] = Field("momentum", description=_CORE["optimizer"].description)
+    lr: float = Field(0.05, gt=0, description=_CORE["lr"].description)
+    lr_rule: Literal["keep", "linear", "sqrt"] = Field("sqrt", description=_CORE["lr_rule"].description)
+    weight_decay: float = Field(0.0, ge=0, description="L2 penalty of the optimizer")
+    batch_size: int = Field(32, ge=1, description=_CORE["batch_size"].description)
+    batch_min: int | None = Field(None, ge=1, description=_CORE["batch_min"].description)
+    batch_max: int = Field(256, ge=1, description=_CORE["batch_max"].description)
+
+
+class Pruning(_Section):
+    """DynHP (or a competitor) on every device."""
+
+    method: Literal["dense", "gmp", "soft", "dynhp"] = Field("dynhp", description=_CORE["method"].description)
+    compression: float | Literal["auto"] = Field(
+        10.0, description="target compression 1/d* over all prunable tensors, >= 1; or auto: the densest "
+        "model each device's budget allows at the minimum batch")
+    schedule: Literal["cubic", "linear", "oneshot"] = Field("cubic", description=_CORE["schedule"].description)
+    prune_start: float = Field(0.0, ge=0, le=1, description="start of the pruning window, fraction of the rounds")
+    prune_end: float = Field(0.6, ge=0, le=1, description="end of the pruning window (target reached), "
+                             "fraction of the rounds")
+    prune_every: float = Field(0.1, gt=0, description=_CORE["prune_every"].description)
+    criterion: Literal["magnitude"] = Field("magnitude", description=_CORE["criterion"].description)
+    scope: Literal["global", "layer"] = Field("global", description=_CORE["scope"].description)
+    granularity: Literal["unstructured", "structured"] = Field(
+        "unstructured", description=_CORE["granularity"].description)
+
+    @field_validator("compression", mode="before")
+    @classmethod
+    def _at_least_one(cls, value):
+        if value == "auto":
+            return value
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 1:
+            raise ValueError(f"must be a number >= 1 or auto, got {value!r}")
+        return float(value)
+
+
+class Strategy(_Section):
+    """The server's aggregation."""
+
+    name: Literal["masked-fedavg", "fedavg"] = Field(
+        "masked-fedavg", description="masked-fedavg: pruned-mask-aware averaging; fedavg: Flower's FedAvg "
+        "(averages pruned zeros in)")
+
+
+class FleetEntry(_Section):
+    """``count`` devices of one profile, with some of its figures changed."""
+
+    profile: str = Field(description="name of a built-in profile or one from the scenario's profile files")
+    count: int = Field(1, gt=0, description="how many devices of this kind")
+    overrides: dict[str, Any] = Field(default_factory=dict, description="profile fields to change for "
+                                      "these devices, e.g. {memory_budget: 64KiB}")
+
+
+class Simulation(_Section):
+    """Where the fleet runs: Flower's simulation engine on Ray."""
+
+    num_cpus: int = Field(2, ge=1, description="CPUs Ray may use on this machine (ignored with address)")
+    client_cpus: float = Field(1.0, gt=0, description="CPUs reserved by each running client")
+    address: str | None = Field(None, description="address of an existing Ray cluster (default: start one here)")
+
+
+class Evaluation(_Section):
+    """Evaluation of the global model on the central test set, every round."""
+
+    test_samples: int | None = Field(None, ge=1, description="evaluate on the first N test samples only "
+                                     "(default: all)")
+
+
+class Scenario(_Section):
+    """A federated fog scenario."""
+
+    name: str = Field("scenario", description="name of the run; the default run directory starts with it")
+    seed: int = Field(0, description="seed of the model, the split, sampling, availability and failures")
+    data: Data = Field(default_factory=Data, description="dataset and partition")
+    model: str = Field("mlp-small", description=f"one of {', '.join(MODELS)}")
+    rounds: int = Field(5, gt=0, description="federated rounds")
+    fraction: float = Field(1.0, gt=0, le=1, description="fraction of the available devices sampled each round")
+    training: Training = Field(default_factory=Training, description="local training")
+    pruning: Pruning = Field(default_factory=Pruning, description="pruning on every device")
+    strategy: Strategy = Field(default_factory=Strategy, description="server aggregation")
+    fleet: list[FleetEntry] = Field(min_length=1, description="the devices: a list of {profile, count, overrides}")
+    profiles: list[str] = Field(default_factory=list, description="extra profile files, relative to the "
+                                "scenario file")
+    simulation: Simulation = Field(default_factory=Simulation, description="Ray settings")
+    evaluation: Evaluation = Field(default_factory=Evaluation, description="central evaluation")
+
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, name: str) -> str:
+        if name not in MODELS:
+            raise ValueError(f"unknown model {name!r} (known: {', '.join(MODELS)})")
+        return name
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Scenario":
+        t, p = self.training, self.pruning
+        if p.prune_end < p.prune_start:
+            raise ValueError(f"pruning.prune_end ({p.prune_end:g}) must not be before pruning.prune_start "
+                             f"({p.prune_start:g})")
+        low = t.batch_min if t.batch_min is not None else t.batch_size
+        if t.batch_max < low:
+            raise ValueError(f"training.batch_max ({t.batch_max}) must be at least the minimum batch ({low})")
+        return self
+
+    def train_config(self, compression: float) -> TrainConfig:
+        """The core's config for one device; the pruning window is laid out over all rounds."""
+        t, p = self.training, self.pruning
+        return TrainConfig(
+            method=p.method, compression=compression, epochs=t.epochs * self.rounds, batch_size=t.batch_size,
+            batch_min=t.batch_min, batch_max=t.batch_max, lr=t.lr, lr_rule=t.lr_rule, optimizer=t.optimizer,
+            weight_decay=t.weight_decay, schedule=p.schedule, prune_start=p.prune_start, prune_end=p.prune_end,
+            prune_every=p.prune_every, criterion=p.criterion, scope=p.scope, granularity=p.granularity,
+            seed=self.seed)
+
+
+_STEP = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
+
+
+def apply_set(data: dict, assignment: str) -> None:
+    """Apply one ``--set key.path=value`` (value in YAML, e.g. ``fleet[0].count=3``) to raw data."""
+    key, sep, text = assignment.partition("=")
+    if not sep or not key.strip():
+        raise FogsimError(f"--set {assignment!r}: write key.path=value, e.g. rounds=3 or fleet[0].count=2")
+    steps = [name if name else int(index) for name, index in _STEP.findall(key.strip())]
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        value = text
+    node = data
+    for i, step in enumerate(steps):
+        last = i == len(steps) - 1
+        where = key_path(tuple(steps[:i + 1]))
+        if isinstance(step, int):
+            if not isinstance(node, list) or step >= len(node):
+                raise FogsimError(f"--set {key}: {where} does not exist")
+        elif not isinstance(node, dict):
+            raise FogsimError(f"--set {key}: {where} is not inside a mapping")
+        if last:
+            node[step] = value
+        else:
+            if isinstance(node, dict) and node.get(step) is None:
+                node[step] = {}
+            node = node[step]
+
+
+def parse_scenario(data: Any, source: str = "scenario", sets: list[str] = ()) -> Scenario:
+    """Validate raw scenario data (after the ``--set`` assignments)."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise FogsimError(f"{source}: a scenario is a mapping of keys, got {type(data).__name__}")
+    data = copy.deepcopy(data)
+    for assignment in sets:
+        apply_set(data, assignment)
+    try:
+        return Scenario(**data)
+    except ValidationError as error:
+        raise FogsimError(f"{source}: {describe(error)}") from None
+    except TypeError as error:  # keys that are not strings
+        raise FogsimError(f"{source}: {error}") from None
+
+
+def load_scenario(path: str | Path, sets: list[str] = ()) -> Scenario:
+    """Read and validate a scenario file."""
+    return parse_scenario(read_yaml(Path(path), "scenario"), str(path), sets)
+
+
+def resolved_yaml(scenario: Scenario) -> str:
+    """The scenario with every default filled in, as YAML."""
+    return yaml.safe_dump(scenario.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,118 @@
+"""The Flower ``ServerApp``: Flower's strategy loop over the fog, one result row per round.
+
+The strategy (``masked-fedavg`` or Flower's ``fedavg``) runs its own round loop over a
+``FogGrid``; the central evaluation hook, called by that loop at the end of every round, is
+where fogsim evaluates the global model on the test set, writes the round's rows and starts
+the next round of the fog (availability and sampling).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import torch
+from flwr.app import ArrayRecord, Context, MetricRecord
+from flwr.serverapp import Grid, ServerApp
+
+from fogsim.data import Dataset
+from fogsim.models import build_model
+from fogsim.sim.client_app import FleetSpec
+from fogsim.sim.fog_grid import FogGrid
+from fogsim.sim.outputs import RunFiles
+from strategies import STRATEGIES
+
+
+def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 2048) -> tuple[float, float]:
+    """Accuracy and mean cross-entropy of ``model`` on ``(x, y)``."""
+    model.eval()
+    correct, loss = 0, 0.0
+    with torch.no_grad():
+        for i in range(0, len(x), batch):
+            out = model(x[i:i + batch])
+            loss += float(torch.nn.functional.cross_entropy(out, y[i:i + batch], reduction="sum"))
+            correct += int((out.argmax(1) == y[i:i + batch]).sum())
+    return correct / len(x), loss / len(x)
+
+
+def client_rows(spec: FleetSpec, grid: FogGrid) -> list[dict]:
+    rows = []
+    for device_id, reply in grid.replies:
+        device = spec.devices[device_id]
+        row = {"round": grid.round, "client_id": device_id, "profile": device.profile_name,
+               "budget_bytes": device.plan.budget_bytes, "failed": int(reply.has_error())}
+        if not reply.has_error():
+            m = reply.content["metrics"]
+            row.update(peak_memory_bytes=m["peak-memory-bytes"], batch_size_min=m["batch-size-min"],
+                       batch_size_max=m["batch-size-max"], density=m["density"], num_examples=m["num-examples"],
+                       train_loss=m["train-loss"], progress=m["progress"], upload_bytes=m["upload-bytes"],
+                       download_bytes=m["download-bytes"], compute_s=m["compute-s"], sim_time_s=m["sim-time-s"])
+        rows.append(row)
+    return rows
+
+
+def round_row(round_: int, accuracy: float, loss: float, global_density: float, clients: list[dict],
+              grid: FogGrid, wall_time_s: float) -> dict:
+    ok = [c for c in clients if not c["failed"]]
+    examples = sum(c["num_examples"] for c in ok)
+    return {
+        "round": round_, "accuracy": accuracy, "loss": loss,
+        "density": sum(c["density"] * c["num_examples"] for c in ok) / examples if examples else float("nan"),
+        "global_density": global_density,
+        "upload_bytes": sum(c["upload_bytes"] for c in ok),
+        "download_bytes": sum(c["download_bytes"] for c in ok),
+        "sim_time_s": max((c["sim_time_s"] for c in ok), default=0.0),
+        "wall_time_s": wall_time_s,
+        "clients_available": len(grid.available), "clients_sampled": len(grid.sampled),
+        "clients_ok": len(ok), "clients_failed": len(clients) - len(ok),
+    }
+
+
+def make_server_app(spec: FleetSpec, data: Dataset, files: RunFiles, outcome: dict,
+                    on_round: Callable[[dict], None] | None = None) -> ServerApp:
+    """A ServerApp that runs ``spec`` and leaves ``rounds`` and ``clients`` rows in ``outcome``."""
+    scenario = spec.scenario
+    app = ServerApp()
+    test_x, test_y = data.test_x, data.test_y
+    if scenario.evaluation.test_samples is not None:
+        test_x, test_y = test_x[:scenario.evaluation.test_samples], test_y[:scenario.evaluation.test_samples]
+    initial = build_model(scenario.model, data.input_shape, data.num_classes, seed=scenario.seed)
+    prunable = [name for name, p in initial.named_parameters() if name.endswith("weight") and p.dim() > 1]
+    outcome.update(rounds=[], clients=[])
+
+    @app.main()
+    def _main(grid: Grid, context: Context) -> None:
+        fog_grid = FogGrid(grid, [d.profile for d in spec.devices], scenario.fraction, scenario.seed)
+        fog_grid.discover()
+        clock = [time.perf_counter()]
+
+        def _end_of_round(round_: int, arrays: ArrayRecord) -> MetricRecord | None:
+            if round_ == 0:
+                fog_grid.start_round(1)
+                clock[0] = time.perf_counter()
+                return None
+            model = build_model(scenario.model, data.input_shape, data.num_classes)
+            model.load_state_dict(arrays.to_torch_state_dict())
+            accuracy, loss = evaluate(model, test_x, test_y)
+            state = model.state_dict()
+            kept = sum(int(torch.count_nonzero(state[n])) for n in prunable)
+            density = kept / sum(state[n].numel() for n in prunable)
+            now = time.perf_counter()
+            clients = client_rows(spec, fog_grid)
+            row = round_row(round_, accuracy, loss, density, clients, fog_grid, now - clock[0])
+            files.write_round(row, clients)
+            outcome["rounds"].append(row)
+            outcome["clients"].extend(clients)
+            if on_round is not None:
+                on_round(row)
+            fog_grid.start_round(round_ + 1)
+            clock[0] = time.perf_counter()
+            return MetricRecord({"accuracy": accuracy, "loss": loss})
+
+        strategy = STRATEGIES[scenario.strategy.name](
+            fraction_train=1.0, fraction_evaluate=0.0, min_train_nodes=0, min_evaluate_nodes=0,
+            min_available_nodes=0)
+        strategy.start(grid=fog_grid, initial_arrays=ArrayRecord(initial.state_dict()),
+                       num_rounds=scenario.rounds, evaluate_fn=_end_of_round)
+
+    return app

@@ -1,0 +1,47 @@
+"""The simulated fog: seeded availability, sampling and failures; simulated time from the profile."""
+
+from types import SimpleNamespace
+
+import pytest
+
+from fogsim.core import MaskSet, Topology
+from fogsim.models import build_model
+from fogsim.sim import fog
+
+
+def profile(availability=1.0, failure_rate=0.0):
+    return SimpleNamespace(availability=availability, failure_rate=failure_rate, flops=1e6, uplink=8e3, downlink=16e3)
+
+
+def test_participants_are_seeded_and_only_available_devices_are_sampled():
+    fleet = [profile(0.5) for _ in range(40)]
+    available, sampled = fog.participants(fleet, 0.5, seed=1, round_=3)
+    assert (available, sampled) == fog.participants(fleet, 0.5, seed=1, round_=3)
+    assert set(sampled) <= set(available) and 5 < len(available) < 35
+    assert len(sampled) == int(0.5 * len(available))
+    assert fog.participants(fleet, 0.5, seed=1, round_=4) != (available, sampled)
+
+
+def test_always_available_full_fraction_samples_everyone():
+    assert fog.participants([profile()] * 5, 1.0, seed=0, round_=1) == ([0, 1, 2, 3, 4], [0, 1, 2, 3, 4])
+
+
+def test_failures_follow_the_rate():
+    draws = [fog.fails(0.2, seed=0, round_=r, device=d) for r in range(1, 21) for d in range(50)]
+    assert 0.15 < sum(draws) / len(draws) < 0.25
+    assert not any(fog.fails(0.0, 0, r, 0) for r in range(100))
+
+
+def test_device_time_is_compute_plus_transfers():
+    assert fog.device_seconds(profile(), flops=2e6, download_bytes=2000, upload_bytes=1000) == \
+        pytest.approx(2000 * 8 / 16e3 + 2 + 1000 * 8 / 8e3)
+
+
+def test_forward_flops_count_kept_weights_only():
+    model = build_model("mlp-small", (1, 8, 8), 10, seed=0)
+    topology = Topology(model, (1, 8, 8))
+    dense = fog.forward_flops(topology, None)
+    assert dense == 2 * (64 * 64 + 64 * 32 + 32 * 10)
+    masks = MaskSet(model, topology)
+    masks.update({name: mask & False for name, mask in masks.masks.items()})
+    assert fog.forward_flops(topology, masks) == 0
