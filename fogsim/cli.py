@@ -18,6 +18,7 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from fogsim.errors import FogsimError  # noqa: E402
+from fogsim.sim import commands as sim_commands  # noqa: E402
 from fogsim.units import format_bytes  # noqa: E402
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -118,6 +119,9 @@ def _print_summary(summary: dict, out: Path) -> None:
         table.add_row(name, value)
     Console().print(table)
     Console().print(f"run directory: {out}")
+
+
+sim_commands.register(app)  # fogsim run / validate / profiles: the federated simulation
 
 
 def main(argv: list[str] | None = None) -> int:
