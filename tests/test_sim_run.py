@@ -1,0 +1,58 @@
+"""The quickstart scenario end to end through Flower and Ray: files, budgets, and repeatability."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from fogsim.cli import main
+from fogsim.sim.outputs import CLIENT_COLUMNS, ROUND_COLUMNS, WALL_COLUMNS
+from fogsim.sim.run import prepare, run
+
+pytestmark = pytest.mark.slow
+QUICKSTART = "scenarios/quickstart.yaml"
+SHORT = ["rounds=3"]
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory):
+    """The shortened quickstart, run twice with the same seed (once through the command line)."""
+    root = tmp_path_factory.mktemp("runs")
+    assert main(["run", QUICKSTART, "--out", str(root / "a"), "--quiet", *[f"--set={s}" for s in SHORT]]) == 0
+    run(prepare(QUICKSTART, SHORT), root / "b")
+    return root / "a", root / "b"
+
+
+def test_run_directory_holds_every_file(two_runs):
+    out, _ = two_runs
+    names = {p.name for p in out.iterdir()}
+    assert {"scenario.yaml", "rounds.csv", "clients.csv", "summary.json",
+            "accuracy.png", "devices.png", "traffic.png"} <= names
+    rounds = pd.read_csv(out / "rounds.csv")
+    assert list(rounds.columns) == ROUND_COLUMNS and list(rounds["round"]) == [1, 2, 3]
+    assert list(pd.read_csv(out / "clients.csv").columns) == CLIENT_COLUMNS
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["profiles"]) == {"samd21", "nrf52840", "esp32-s3"}
+    assert summary["accuracy"] > 0.5
+
+
+def test_every_device_stays_within_its_budget(two_runs):
+    clients = pd.read_csv(two_runs[0] / "clients.csv")
+    ok = clients[clients["failed"] == 0]
+    assert len(ok) > 0
+    assert (ok["peak_memory_bytes"] <= ok["budget_bytes"]).all()
+    tiny = ok[ok["profile"] == "samd21"]
+    assert (tiny["batch_size_max"] < ok[ok["profile"] == "esp32-s3"]["batch_size_max"].max()).all()
+
+
+def test_pruned_uploads_are_sparse(two_runs):
+    clients = pd.read_csv(two_runs[0] / "clients.csv")
+    last = clients[(clients["failed"] == 0) & (clients["round"] == 3)]
+    assert (last["upload_bytes"] < last["download_bytes"] / 2).all()
+
+
+def test_same_seed_gives_the_same_rounds(two_runs):
+    a, b = (pd.read_csv(out / "rounds.csv").drop(columns=WALL_COLUMNS) for out in two_runs)
+    pd.testing.assert_frame_equal(a, b)
+    ca, cb = (pd.read_csv(out / "clients.csv") for out in two_runs)
+    pd.testing.assert_frame_equal(ca, cb)
