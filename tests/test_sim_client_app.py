@@ -61,6 +61,7 @@ def test_mask_only_shrinks_and_target_is_reached_in_the_last_round():
         densities.append(metrics["density"])
     assert densities == sorted(densities, reverse=True)
     assert densities[-1] == pytest.approx(0.1, abs=0.002)
+    assert 0.3 < reply.content["metrics"]["accuracy"] <= 1, "the last round reports the device's own accuracy"
 
 
 def test_fedavg_gets_a_dense_upload_with_zeros():

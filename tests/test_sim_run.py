@@ -34,6 +34,8 @@ def test_run_directory_holds_every_file(two_runs):
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["profiles"]) == {"samd21", "nrf52840", "esp32-s3"}
     assert summary["accuracy"] > 0.5
+    final = [tier["final_accuracy"] for tier in summary["profiles"].values() if tier.get("final_accuracy")]
+    assert final and all(0 < accuracy <= 1 for accuracy in final)
 
 
 def test_every_device_stays_within_its_budget(two_runs):

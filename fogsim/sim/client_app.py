@@ -9,7 +9,7 @@ Thin glue around the DynHP core. In each round it takes part in, a device
    so a device sampled in few rounds still reaches its target compression by the last round;
 3. trains ``epochs`` passes of its partition with ``DeviceTrainer`` under its budget;
 4. uploads only the kept entries (``masked-fedavg``) or the dense model with zeros (``fedavg``)
-   and reports examples, loss, density, peak memory, batch sizes, bytes and simulated time.
+   and reports examples, loss, density, (in the last round) its own model's test accuracy, peak memory, batch sizes, bytes and simulated time.
 
 A device that fails this round (``fog.fails``) answers with an error and keeps its old state.
 """
@@ -94,8 +94,11 @@ def train_device(spec: FleetSpec, device_id: int, msg: Message, context: Context
     _restore(trainer, context, progress=(round_ - 1) * per_round)
     flops_before = fog.forward_flops(trainer.topology, trainer.masks)
     steps = trainer.train(x, y, per_round, generator=fog.generator(scenario.seed, round_, device_id))
+    accuracy = float("nan")
     if round_ == scenario.rounds:
         trainer.finish()
+        limit = scenario.evaluation.test_samples
+        accuracy, _ = trainer.evaluate(data.test_x[:limit], data.test_y[:limit])  # what this tier ends with
     _save(trainer, context)
 
     flops = fog.training_flops((flops_before + fog.forward_flops(trainer.topology, trainer.masks)) / 2, per_round)
@@ -116,6 +119,7 @@ def train_device(spec: FleetSpec, device_id: int, msg: Message, context: Context
         "batch-size-min": int(min(s["batch_size"] for s in steps)),
         "batch-size-max": int(max(s["batch_size"] for s in steps)),
         "progress": int(trainer.progress),
+        "accuracy": accuracy,
         "download-bytes": download_bytes,
         "upload-bytes": upload_bytes,
         "compute-s": flops / device.profile.flops,

@@ -55,7 +55,7 @@ def plan_table(prepared) -> Table:
 def summary_table(summary: dict) -> Table:
     table = Table(title=f"{summary['scenario']}: accuracy {summary['accuracy']:.4f} after {summary['rounds']} rounds, "
                         f"simulated {summary['sim_time_s']:.1f} s, wall {summary['wall_time_s']:.1f} s")
-    for column in ("profile", "devices", "budget", "peak memory", "batch", "compression", "rounds ok / failed",
+    for column in ("profile", "devices", "budget", "peak memory", "batch", "compression", "accuracy", "rounds ok / failed",
                    "uploaded", "downloaded", "simulated time"):
         table.add_column(column, justify="left" if column == "profile" else "right")
     for name, tier in summary["profiles"].items():
@@ -65,6 +65,7 @@ def summary_table(summary: dict) -> Table:
             format_bytes(tier["peak_memory_bytes"]) if trained else "-",
             f"{tier['batch_size_min']}..{tier['batch_size_max']}" if trained else "-",
             f"{tier['final_compression']:.3g}x" if trained else "-",
+            f"{tier['final_accuracy']:.4f}" if trained and tier["final_accuracy"] is not None else "-",
             f"{tier['rounds_trained']} / {tier['rounds_failed']}",
             format_bytes(tier["upload_bytes"]) if trained else "-",
             format_bytes(tier["download_bytes"]) if trained else "-",

@@ -18,7 +18,7 @@ ROUND_COLUMNS = ["round", "accuracy", "loss", "density", "global_density", "uplo
                  "sim_time_s", "wall_time_s", "clients_available", "clients_sampled", "clients_ok",
                  "clients_failed"]
 CLIENT_COLUMNS = ["round", "client_id", "profile", "budget_bytes", "peak_memory_bytes", "batch_size_min",
-                  "batch_size_max", "density", "num_examples", "train_loss", "progress", "upload_bytes",
+                  "batch_size_max", "density", "num_examples", "train_loss", "accuracy", "progress", "upload_bytes",
                   "download_bytes", "compute_s", "sim_time_s", "failed"]
 WALL_COLUMNS = ["wall_time_s"]  # the only columns that differ between two runs of one seed
 
@@ -85,6 +85,8 @@ def summarize(name: str, rounds: list[dict], clients: list[dict], devices: list,
                 batch_size_max=max(c["batch_size_max"] for c in ok),
                 final_density=sum(c["density"] for c in final) / len(final),
                 final_compression=len(final) / sum(c["density"] for c in final),
+                final_accuracy=(sum(c["accuracy"] for c in final) / len(final)
+                                if final_round == len(rounds) else None),
                 upload_bytes=sum(c["upload_bytes"] for c in ok),
                 download_bytes=sum(c["download_bytes"] for c in ok),
                 sim_time_s=sum(c["sim_time_s"] for c in ok),

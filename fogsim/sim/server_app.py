@@ -45,7 +45,7 @@ def client_rows(spec: FleetSpec, grid: FogGrid) -> list[dict]:
             m = reply.content["metrics"]
             row.update(peak_memory_bytes=m["peak-memory-bytes"], batch_size_min=m["batch-size-min"],
                        batch_size_max=m["batch-size-max"], density=m["density"], num_examples=m["num-examples"],
-                       train_loss=m["train-loss"], progress=m["progress"], upload_bytes=m["upload-bytes"],
+                       train_loss=m["train-loss"], accuracy=m["accuracy"], progress=m["progress"], upload_bytes=m["upload-bytes"],
                        download_bytes=m["download-bytes"], compute_s=m["compute-s"], sim_time_s=m["sim-time-s"])
         rows.append(row)
     return rows
