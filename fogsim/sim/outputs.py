@@ -14,7 +14,7 @@ import csv
 import json
 from pathlib import Path
 
-ROUND_COLUMNS = ["round", "accuracy", "loss", "density", "global_density", "upload_bytes", "download_bytes",
+ROUND_COLUMNS = ["round", "accuracy", "loss", "device_accuracy", "density", "global_density", "upload_bytes", "download_bytes",
                  "sim_time_s", "wall_time_s", "clients_available", "clients_sampled", "clients_ok",
                  "clients_failed"]
 CLIENT_COLUMNS = ["round", "client_id", "profile", "budget_bytes", "peak_memory_bytes", "batch_size_min",
@@ -97,6 +97,7 @@ def summarize(name: str, rounds: list[dict], clients: list[dict], devices: list,
         "accuracy": last.get("accuracy"),
         "loss": last.get("loss"),
         "best_accuracy": max((r["accuracy"] for r in rounds), default=None),
+        "device_accuracy": last.get("device_accuracy"),
         "upload_bytes": sum(r["upload_bytes"] for r in rounds),
         "download_bytes": sum(r["download_bytes"] for r in rounds),
         "sim_time_s": sum(r["sim_time_s"] for r in rounds),

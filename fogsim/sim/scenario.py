@@ -126,6 +126,8 @@ class Evaluation(_Section):
 
     test_samples: int | None = Field(None, ge=1, description="evaluate on the first N test samples only "
                                      "(default: all)")
+    device_masks: bool = Field(True, description="also evaluate the global model under the mask of each device "
+                               "of the round (device_accuracy; one test pass per client, turn off for big fleets)")
 
 
 class Scenario(_Section):

@@ -4,6 +4,17 @@ The strategy (``masked-fedavg`` or Flower's ``fedavg``) runs its own round loop 
 ``FogGrid``; the central evaluation hook, called by that loop at the end of every round, is
 where fogsim evaluates the global model on the test set, writes the round's rows and starts
 the next round of the fog (availability and sampling).
+
+The model evaluated is the round's aggregate restricted to the entries that some client of the
+round kept (``round_union``). The strategy's own state keeps the previous global value where no
+client kept an entry, as the brief's averaging rule says — a device that was not sampled may
+still hold that entry — but those values are stale, often the untrained initial ones, and no
+device of the round would run them. For Flower's FedAvg the restriction changes nothing: it
+has already averaged those entries to zero.
+
+``device_accuracy`` is the accuracy of the model each device of the round runs once it applies
+its own mask to the new global weights, averaged by examples: with partly different masks the
+union model above is not what any device holds.
 """
 
 from __future__ import annotations
@@ -15,12 +26,13 @@ import torch
 from flwr.app import ArrayRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 
+from fogsim.core import Topology
 from fogsim.data import Dataset
 from fogsim.models import build_model
 from fogsim.sim.client_app import FleetSpec
 from fogsim.sim.fog_grid import FogGrid
 from fogsim.sim.outputs import RunFiles
-from strategies import STRATEGIES
+from strategies import STRATEGIES, unpack_masked_state
 
 
 def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 2048) -> tuple[float, float]:
@@ -33,6 +45,30 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch: in
             loss += float(torch.nn.functional.cross_entropy(out, y[i:i + batch], reduction="sum"))
             correct += int((out.argmax(1) == y[i:i + batch]).sum())
     return correct / len(x), loss / len(x)
+
+
+def client_masks(replies: list, prunable: list[str]) -> list[tuple[int, dict[str, torch.Tensor]]]:
+    """``(examples, masks)`` of every client that finished the round, read from its upload.
+
+    A packed upload carries its masks; a dense one (for Flower's FedAvg) has zeros exactly where
+    the device pruned, so its mask is its non-zero entries.
+    """
+    out = []
+    for _, reply in replies:
+        if reply.has_error():
+            continue
+        state, masks = unpack_masked_state({k: a.numpy() for k, a in reply.content["arrays"].items()})
+        out.append((int(reply.content["metrics"]["num-examples"]),
+                    {name: torch.from_numpy(masks[name] if name in masks else state[name] != 0) for name in prunable}))
+    return out
+
+
+def masked(state: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v * masks[k] if k in masks else v for k, v in state.items()}
+
+
+def union(masks: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    return {name: torch.stack([m[name] for m in masks]).any(0) for name in masks[0]} if masks else {}
 
 
 def client_rows(spec: FleetSpec, grid: FogGrid) -> list[dict]:
@@ -51,12 +87,13 @@ def client_rows(spec: FleetSpec, grid: FogGrid) -> list[dict]:
     return rows
 
 
-def round_row(round_: int, accuracy: float, loss: float, global_density: float, clients: list[dict],
+def round_row(round_: int, accuracy: float, loss: float, device_accuracy: float, global_density: float,
+              clients: list[dict],
               grid: FogGrid, wall_time_s: float) -> dict:
     ok = [c for c in clients if not c["failed"]]
     examples = sum(c["num_examples"] for c in ok)
     return {
-        "round": round_, "accuracy": accuracy, "loss": loss,
+        "round": round_, "accuracy": accuracy, "loss": loss, "device_accuracy": device_accuracy,
         "density": sum(c["density"] * c["num_examples"] for c in ok) / examples if examples else float("nan"),
         "global_density": global_density,
         "upload_bytes": sum(c["upload_bytes"] for c in ok),
@@ -77,7 +114,7 @@ def make_server_app(spec: FleetSpec, data: Dataset, files: RunFiles, outcome: di
     if scenario.evaluation.test_samples is not None:
         test_x, test_y = test_x[:scenario.evaluation.test_samples], test_y[:scenario.evaluation.test_samples]
     initial = build_model(scenario.model, data.input_shape, data.num_classes, seed=scenario.seed)
-    prunable = [name for name, p in initial.named_parameters() if name.endswith("weight") and p.dim() > 1]
+    prunable = Topology(initial, data.input_shape).prunable
     outcome.update(rounds=[], clients=[])
 
     @app.main()
@@ -92,14 +129,23 @@ def make_server_app(spec: FleetSpec, data: Dataset, files: RunFiles, outcome: di
                 clock[0] = time.perf_counter()
                 return None
             model = build_model(scenario.model, data.input_shape, data.num_classes)
-            model.load_state_dict(arrays.to_torch_state_dict())
+            state = arrays.to_torch_state_dict()
+            clients_masks = client_masks(fog_grid.replies, prunable)
+            model.load_state_dict(masked(state, union([m for _, m in clients_masks])))
             accuracy, loss = evaluate(model, test_x, test_y)
-            state = model.state_dict()
+            state = {k: v.clone() for k, v in model.state_dict().items()}  # load_state_dict below writes in place
+            device_accuracy = float("nan")
+            if scenario.evaluation.device_masks and clients_masks:
+                scores = []
+                for examples, masks in clients_masks:
+                    model.load_state_dict(masked(state, masks))
+                    scores.append((examples, evaluate(model, test_x, test_y)[0]))
+                device_accuracy = sum(n * a for n, a in scores) / sum(n for n, _ in scores)
             kept = sum(int(torch.count_nonzero(state[n])) for n in prunable)
             density = kept / sum(state[n].numel() for n in prunable)
             now = time.perf_counter()
             clients = client_rows(spec, fog_grid)
-            row = round_row(round_, accuracy, loss, density, clients, fog_grid, now - clock[0])
+            row = round_row(round_, accuracy, loss, device_accuracy, density, clients, fog_grid, now - clock[0])
             files.write_round(row, clients)
             outcome["rounds"].append(row)
             outcome["clients"].extend(clients)
