@@ -3,7 +3,7 @@
 import pytest
 
 from fogsim.errors import FogsimError
-from fogsim.sim.scenario import Scenario, apply_set, load_scenario, parse_scenario, resolved_yaml
+from fogsim.sim.scenario import Scenario, apply_set, load_scenario, parse_scenario, reference, resolved_yaml
 
 FLEET = [{"profile": "samd21", "count": 2}]
 
@@ -79,3 +79,12 @@ def test_yaml_syntax_error_gives_the_line(tmp_path):
 def test_missing_file_is_a_one_line_error(tmp_path):
     with pytest.raises(FogsimError, match="cannot read scenario"):
         load_scenario(tmp_path / "nope.yaml")
+
+
+def test_reference_lists_every_key_with_default_and_meaning():
+    rows = {path: (default, meaning) for path, default, meaning in reference()}
+    assert rows["rounds"][0] == "5"
+    assert rows["data.partition.alpha"][0] == "0.5"
+    assert rows["fleet[i].profile"][0] == "required"
+    assert rows["pruning.compression"][0] == "10.0" and "auto" in rows["pruning.compression"][1]
+    assert all(meaning for meaning in (m for _, m in rows.values()))

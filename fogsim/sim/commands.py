@@ -133,8 +133,21 @@ def profiles(files: Optional[list[Path]] = typer.Option(None, "--file", help="al
     Console().print(table)
 
 
+def keys() -> None:
+    """List every scenario key with its default and what it means."""
+    from fogsim.sim.scenario import reference
+
+    table = Table(title="scenario keys")
+    for column in ("key", "default", "meaning"):
+        table.add_column(column)
+    for row in reference():
+        table.add_row(*row)
+    Console().print(table)
+
+
 def register(app: typer.Typer) -> None:
     """Add the simulation's commands to the ``fogsim`` app."""
     app.command("run")(run)
     app.command("validate")(validate)
     app.command("profiles")(profiles)
+    app.command("keys")(keys)

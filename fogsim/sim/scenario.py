@@ -8,6 +8,7 @@ are generated from them). Problems are reported as one line naming the key path,
 from __future__ import annotations
 
 import copy
+import json
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -227,6 +228,25 @@ def parse_scenario(data: Any, source: str = "scenario", sets: list[str] = ()) ->
 def load_scenario(path: str | Path, sets: list[str] = ()) -> Scenario:
     """Read and validate a scenario file."""
     return parse_scenario(read_yaml(Path(path), "scenario"), str(path), sets)
+
+
+def reference(model: type[BaseModel] = Scenario, prefix: str = "") -> list[tuple[str, str, str]]:
+    """``(key path, default, description)`` of every scenario key, sections expanded in place."""
+    rows = []
+    for name, field in model.model_fields.items():
+        path = f"{prefix}{name}"
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, _Section):
+            rows.append((path, "", field.description or ""))
+            rows += reference(annotation, f"{path}.")
+            continue
+        if name == "fleet":
+            rows.append((path, "required", field.description or ""))
+            rows += reference(FleetEntry, "fleet[i].")
+            continue
+        default = "required" if field.is_required() else json.dumps(field.get_default(call_default_factory=True))
+        rows.append((path, default, field.description or ""))
+    return rows
 
 
 def resolved_yaml(scenario: Scenario) -> str:
