@@ -5,7 +5,9 @@ when the dense model does not fit but the target does). ``DeviceTrainer`` then t
 given number of samples at a time, so a federated device can resume it round after round:
 
 * at every pruning step (each ``prune_every`` epochs of progress) the criterion proposes masks
-  at the schedule's density and ``MaskSet.update`` adopts them (intersected when hard);
+  at the schedule's density and ``MaskSet.update`` adopts them (intersected when hard); the
+  first one, before the first step, is the one-shot prune to the plan's start density when the
+  dense model does not fit (the schedule starts there);
 * with ``dynhp`` the batch becomes ``clamp(floor((B - S(d)) / a(d)), b_min, b_max)`` and the
   learning rate follows ``lr_rule``;
 * gradients and optimizer state of pruned weights are dropped, and the weights stay zero;
@@ -145,8 +147,6 @@ class DeviceTrainer:
         self.steps = 0
         self.next_prune = 0.0       # progress of the next pruning step
         self.prune_interval = None  # samples between pruning steps, known once the data size is
-        if self.plan.one_shot:
-            self._prune(self.plan.start_density)
         self._refresh()
 
     # --- pruning and batch sizing ----------------------------------------------------------
