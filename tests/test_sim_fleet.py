@@ -52,3 +52,17 @@ def test_bad_fleet_entries(entry, message):
     with pytest.raises(FogsimError) as error:
         fleet([entry])
     assert message in str(error.value)
+
+
+def test_a_fleet_entry_may_set_its_own_compression():
+    default, strong, auto = fleet([{"profile": "rpi4"}, {"profile": "rpi4", "compression": 20},
+                                   {"profile": "samd21", "compression": "auto"}],
+                                  pruning={"compression": 4}, training={"batch_min": 8})
+    assert default.config.compression == 4.0
+    assert strong.config.compression == 20.0
+    assert 1 < auto.config.compression < 20 and auto.plan.target_bytes <= auto.plan.budget_bytes
+
+
+def test_a_bad_entry_compression_names_its_key():
+    with pytest.raises(FogsimError, match=r"fleet\[1\]\.compression: must be a number >= 1 or auto, got 0.5"):
+        fleet([{"profile": "rpi4"}, {"profile": "rpi4", "compression": 0.5}])

@@ -59,7 +59,8 @@ def entry_config(scenario: Scenario, index: int, profile: Profile, model, topolo
                  num_classes: int) -> tuple[TrainConfig, Plan]:
     """The training config and plan of fleet entry ``index``; raises FogsimError when infeasible."""
     label = f"fleet[{index}] ({scenario.fleet[index].profile})"
-    compression = scenario.pruning.compression
+    entry = scenario.fleet[index]
+    compression = entry.compression if entry.compression is not None else scenario.pruning.compression
     try:
         if compression == "auto":
             config = scenario.train_config(AUTO_CEILING)

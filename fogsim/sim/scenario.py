@@ -90,11 +90,16 @@ class Pruning(_Section):
     @field_validator("compression", mode="before")
     @classmethod
     def _at_least_one(cls, value):
-        if value == "auto":
-            return value
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 1:
-            raise ValueError(f"must be a number >= 1 or auto, got {value!r}")
-        return float(value)
+        return _compression(value)
+
+
+def _compression(value):
+    """A target compression: a number >= 1, or ``auto``."""
+    if value == "auto" or value is None:
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 1:
+        raise ValueError(f"must be a number >= 1 or auto, got {value!r}")
+    return float(value)
 
 
 class Strategy(_Section):
@@ -112,6 +117,15 @@ class FleetEntry(_Section):
     count: int = Field(1, gt=0, description="how many devices of this kind")
     overrides: dict[str, Any] = Field(default_factory=dict, description="profile fields to change for "
                                       "these devices, e.g. {memory_budget: 64KiB}")
+    compression: float | Literal["auto"] | None = Field(
+        None, description="target compression of these devices (a number >= 1 or auto); default: "
+        "pruning.compression. Tiers with different targets keep nested masks, which is where mask-aware "
+        "averaging differs from FedAvg")
+
+    @field_validator("compression", mode="before")
+    @classmethod
+    def _at_least_one(cls, value):
+        return _compression(value)
 
 
 class Simulation(_Section):
