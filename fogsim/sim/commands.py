@@ -133,10 +133,16 @@ def profiles(files: Optional[list[Path]] = typer.Option(None, "--file", help="al
     Console().print(table)
 
 
-def keys() -> None:
+def keys(markdown: bool = typer.Option(False, help="print a Markdown table (as in the README)")) -> None:
     """List every scenario key with its default and what it means."""
     from fogsim.sim.scenario import reference
 
+    if markdown:
+        print("| key | default | meaning |\n|---|---|---|")
+        for key, default, meaning in reference():
+            meaning = meaning.replace("|", "\\|")  # a literal pipe would end the Markdown cell
+            print(f"| `{key}` | {f'`{default}`' if default else ''} | {meaning} |")
+        return
     table = Table(title="scenario keys")
     for column in ("key", "default", "meaning"):
         table.add_column(column)
