@@ -6,10 +6,10 @@ from fogsim.core.masks import MaskSet
 from fogsim.core.memory import Footprint, MemoryAccountant, pack
 from fogsim.core.schedule import Schedule
 from fogsim.core.topology import Topology, compact
-from fogsim.core.trainer import DeviceTrainer, Plan, batch_size_for, plan, scaled_lr
+from fogsim.core.trainer import DeviceTrainer, Plan, batch_size_for, evaluate, plan, scaled_lr
 
 __all__ = [
     "METHODS", "TrainConfig", "make_train_config", "Magnitude", "StructuredL2", "make_criterion", "MaskSet",
     "Footprint", "MemoryAccountant", "pack", "Schedule", "Topology", "compact", "DeviceTrainer", "Plan",
-    "batch_size_for", "plan", "scaled_lr",
+    "batch_size_for", "evaluate", "plan", "scaled_lr",
 ]

@@ -249,14 +249,20 @@ class DeviceTrainer:
             self.masks.apply()
         return loss.item()
 
-    @torch.no_grad()
     def evaluate(self, x: torch.Tensor, y: torch.Tensor, batch: int = 2048) -> tuple[float, float]:
         """Accuracy and mean loss of the current model on ``(x, y)``."""
-        self.model.eval()
-        correct, loss = 0, 0.0
-        for i in range(0, len(x), batch):
-            out = self.model(x[i:i + batch])
-            loss += float(nn.functional.cross_entropy(out, y[i:i + batch], reduction="sum"))
-            correct += int((out.argmax(1) == y[i:i + batch]).sum())
-        self.model.train()
-        return correct / len(x), loss / len(x)
+        return evaluate(self.model, x, y, batch)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 2048) -> tuple[float, float]:
+    """Accuracy and mean cross-entropy of ``model`` on ``(x, y)``; leaves the model in the mode it found."""
+    training = model.training
+    model.eval()
+    correct, loss = 0, 0.0
+    for i in range(0, len(x), batch):
+        out = model(x[i:i + batch])
+        loss += float(nn.functional.cross_entropy(out, y[i:i + batch], reduction="sum"))
+        correct += int((out.argmax(1) == y[i:i + batch]).sum())
+    model.train(training)
+    return correct / len(x), loss / len(x)

@@ -26,25 +26,13 @@ import torch
 from flwr.app import ArrayRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 
-from fogsim.core import Topology
+from fogsim.core import Topology, evaluate
 from fogsim.data import Dataset
 from fogsim.models import build_model
 from fogsim.sim.client_app import FleetSpec
 from fogsim.sim.fog_grid import FogGrid
 from fogsim.sim.outputs import RunFiles
 from strategies import STRATEGIES, unpack_masked_state
-
-
-def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 2048) -> tuple[float, float]:
-    """Accuracy and mean cross-entropy of ``model`` on ``(x, y)``."""
-    model.eval()
-    correct, loss = 0, 0.0
-    with torch.no_grad():
-        for i in range(0, len(x), batch):
-            out = model(x[i:i + batch])
-            loss += float(torch.nn.functional.cross_entropy(out, y[i:i + batch], reduction="sum"))
-            correct += int((out.argmax(1) == y[i:i + batch]).sum())
-    return correct / len(x), loss / len(x)
 
 
 def client_masks(replies: list, prunable: list[str]) -> list[tuple[int, dict[str, torch.Tensor]]]:
