@@ -14,16 +14,16 @@ os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")  # no machine fogsim runs o
 
 import click  # noqa: E402
 import typer  # noqa: E402
-from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
+from fogsim.console import stderr_console, stdout_console  # noqa: E402
 from fogsim.errors import FogsimError  # noqa: E402
 from fogsim.sim import commands as sim_commands  # noqa: E402
 from fogsim.units import format_bytes  # noqa: E402
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   rich_markup_mode=None, help="Federated fog simulation of memory-budgeted devices training with DynHP.")
-console = Console(stderr=True)
+console = stderr_console()
 
 
 @app.callback()
@@ -117,8 +117,8 @@ def _print_summary(summary: dict, out: Path) -> None:
     ]
     for name, value in rows:
         table.add_row(name, value)
-    Console().print(table)
-    Console().print(f"run directory: {out}")
+    stdout_console().print(table)
+    stdout_console().print(f"run directory: {out}")
 
 
 sim_commands.register(app)  # fogsim run / validate / profiles: the federated simulation

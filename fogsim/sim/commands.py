@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from fogsim.console import stderr_console, stdout_console
 from fogsim.errors import FogsimError
 from fogsim.units import format_bytes
 
@@ -89,7 +89,7 @@ def run(scenario: Path = SCENARIO,
 
     from fogsim.sim.run import prepare, run as run_scenario
 
-    err = Console(stderr=True)
+    err = stderr_console()
     prepared = prepare(scenario, sets or [])
     out = _free_run_dir(out, prepared.scenario.name)
     if quiet:
@@ -107,16 +107,16 @@ def run(scenario: Path = SCENARIO,
                     f"  failed {row['clients_failed']}  up {format_bytes(row['upload_bytes'])}"
                     f"  sim {row['sim_time_s']:.2f} s"))
             summary = run_scenario(prepared, out, on_round)
-    Console().print(summary_table(summary))
-    Console().print(f"run directory: {out}")
+    stdout_console().print(summary_table(summary))
+    stdout_console().print(f"run directory: {out}")
 
 
 def validate(scenario: Path = SCENARIO, sets: Optional[list[str]] = SET) -> None:
     """Check a scenario completely and print the per-device plan, without training."""
     from fogsim.sim.run import prepare
 
-    Console().print(plan_table(prepare(scenario, sets or [])))
-    Console().print(f"{scenario}: valid")
+    stdout_console().print(plan_table(prepare(scenario, sets or [])))
+    stdout_console().print(f"{scenario}: valid")
 
 
 def profiles(files: Optional[list[Path]] = typer.Option(None, "--file", help="also list the profiles of "
@@ -130,7 +130,7 @@ def profiles(files: Optional[list[Path]] = typer.Option(None, "--file", help="al
     for name, p in load_profiles(files or []).items():
         table.add_row(name, format_bytes(p.memory_budget), _flops(p.flops), _bits(p.uplink), _bits(p.downlink),
                       f"{p.availability:g}", f"{p.failure_rate:g}")
-    Console().print(table)
+    stdout_console().print(table)
 
 
 def keys(markdown: bool = typer.Option(False, help="print a Markdown table (as in the README)")) -> None:
@@ -148,7 +148,7 @@ def keys(markdown: bool = typer.Option(False, help="print a Markdown table (as i
         table.add_column(column)
     for row in reference():
         table.add_row(*row)
-    Console().print(table)
+    stdout_console().print(table)
 
 
 def register(app: typer.Typer) -> None:
