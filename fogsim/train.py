@@ -115,7 +115,8 @@ class TrainingRun:
             "density": trainer.density, "compression": 1 / trainer.density,
             "target_compression": 1 / self.config.target_density,
             "peak_memory_bytes": int(trace["memory_bytes"].max()), "budget_bytes": trainer.budget,
-            "mean_state_bytes": float(trace["state_bytes"].mean()),
+            # averaged over training progress (samples), not steps: dynhp takes fewer, larger steps when sparse
+            "mean_state_bytes": float((trace["state_bytes"] * trace["batch_size"]).sum() / trace["batch_size"].sum()),
             "final_state_bytes": int(trainer.footprint.state_bytes),
             "batch_size_final": trainer.batch_size, "batch_size_max": int(trace["batch_size"].max()),
             "steps": trainer.steps, "samples": trainer.progress, "train_samples": n,

@@ -81,7 +81,11 @@ class Pruning(_Section):
     prune_start: float = Field(0.0, ge=0, le=1, description="start of the pruning window, fraction of the rounds")
     prune_end: float = Field(0.6, ge=0, le=1, description="end of the pruning window (target reached), "
                              "fraction of the rounds")
-    prune_every: float = Field(0.1, gt=0, description=_CORE["prune_every"].description)
+    prune_every: float | None = Field(
+        None, gt=0, description="epochs of local progress between pruning steps; default: training.epochs, i.e. "
+        "once per round, at its start, on the global weights the device received (under its own mask). "
+        "Pruning on those shared weights keeps the masks of devices with equal targets equal; pruning in the "
+        "middle of local training lets masks drift apart on non-IID data")
     criterion: Literal["magnitude"] = Field("magnitude", description=_CORE["criterion"].description)
     scope: Literal["global", "layer"] = Field("global", description=_CORE["scope"].description)
     granularity: Literal["unstructured", "structured"] = Field(
@@ -188,7 +192,7 @@ class Scenario(_Section):
             method=p.method, compression=compression, epochs=t.epochs * self.rounds, batch_size=t.batch_size,
             batch_min=t.batch_min, batch_max=t.batch_max, lr=t.lr, lr_rule=t.lr_rule, optimizer=t.optimizer,
             weight_decay=t.weight_decay, schedule=p.schedule, prune_start=p.prune_start, prune_end=p.prune_end,
-            prune_every=p.prune_every, criterion=p.criterion, scope=p.scope, granularity=p.granularity,
+            prune_every=p.prune_every if p.prune_every is not None else t.epochs, criterion=p.criterion, scope=p.scope, granularity=p.granularity,
             seed=self.seed)
 
 
