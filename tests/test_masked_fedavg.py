@@ -112,6 +112,20 @@ def test_aggregate_train_gives_the_masked_average():
     assert metrics["train-loss"] == pytest.approx((1 * 1 + 3 * 3) / 4)
 
 
+def test_uniform_weighting_counts_every_client_once():
+    """``strategy.weighting: uniform`` weights by a key every fogsim client sets to 1."""
+    strategy = MaskedFedAvg(weighted_by_key="unit-weight")
+    instructions, _ = _configured(strategy)
+    replies = []
+    for instr, (weights, mask, n) in zip(instructions, CLIENTS):
+        content = RecordDict({"arrays": _record(pack_masked_state(weights, {"fc.weight": mask})),
+                              "metrics": MetricRecord({"num-examples": n, "unit-weight": 1})})
+        replies.append(Message(content, reply_to=instr))
+    arrays, _ = strategy.aggregate_train(1, replies)
+    assert arrays["fc.weight"].numpy()[0, 0] == pytest.approx((1 + 3) / 2)
+    np.testing.assert_array_equal(arrays["fc.bias"].numpy(), np.full(2, 3.0, np.float32))
+
+
 def test_plain_fedavg_dilutes_the_same_uploads():
     strategy = FedAvg()
     instructions, config = _configured(strategy)

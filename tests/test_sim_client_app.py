@@ -53,6 +53,7 @@ def test_mask_only_shrinks_and_target_is_reached_in_the_last_round():
         reply = train_device(spec, 0, instruction(arrays, round_), context)
         metrics = reply.content["metrics"]
         assert metrics["peak-memory-bytes"] <= metrics["budget-bytes"]
+        assert metrics["unit-weight"] == 1, "strategy.weighting: uniform weights by this key"
         assert metrics["progress"] == round_ * len(spec.partitions[0])
         state, masks = unpack_masked_state({k: a.numpy() for k, a in reply.content["arrays"].items()})
         if previous is not None:

@@ -33,6 +33,7 @@ from fogsim.sim.scenario import Scenario
 from strategies import UPLOAD_ENCODING_KEY, dense_masked_state, encoded_nbytes, pack_masked_state
 
 STATE_KEY, MASK_KEY = "fogsim", "fogsim-mask"
+UNIFORM_WEIGHT_KEY = "unit-weight"  # what the strategy weights by when strategy.weighting is uniform
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,7 @@ def train_device(spec: FleetSpec, device_id: int, msg: Message, context: Context
     upload_bytes = encoded_nbytes(upload)
     metrics = MetricRecord({
         "num-examples": len(x),
+        UNIFORM_WEIGHT_KEY: 1,
         "device-id": device_id,
         "train-loss": float(np.mean([s["loss"] for s in steps])),
         "density": float(trainer.density),

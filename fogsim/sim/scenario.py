@@ -112,6 +112,9 @@ class Strategy(_Section):
     name: Literal["masked-fedavg", "fedavg"] = Field(
         "masked-fedavg", description="masked-fedavg: pruned-mask-aware averaging; fedavg: Flower's FedAvg "
         "(averages pruned zeros in)")
+    weighting: Literal["examples", "uniform"] = Field(
+        "examples", description="weight of a client in the average: its number of training examples (n_k, as "
+        "in the brief), or 1 for every client")
 
 
 class FleetEntry(_Section):

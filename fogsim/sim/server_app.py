@@ -30,7 +30,7 @@ from flwr.serverapp import Grid, ServerApp
 from fogsim.core import Topology, evaluate
 from fogsim.data import Dataset
 from fogsim.models import build_model
-from fogsim.sim.client_app import FleetSpec
+from fogsim.sim.client_app import UNIFORM_WEIGHT_KEY, FleetSpec
 from fogsim.sim.fog_grid import FogGrid
 from fogsim.sim.outputs import RunFiles
 from strategies import STRATEGIES, unpack_masked_state
@@ -155,9 +155,10 @@ def make_server_app(spec: FleetSpec, data: Dataset, files: RunFiles, outcome: di
             clock[0] = time.perf_counter()
             return MetricRecord({"accuracy": accuracy, "loss": loss})
 
+        weight_key = "num-examples" if scenario.strategy.weighting == "examples" else UNIFORM_WEIGHT_KEY
         strategy = STRATEGIES[scenario.strategy.name](
             fraction_train=1.0, fraction_evaluate=0.0, min_train_nodes=0, min_evaluate_nodes=0,
-            min_available_nodes=0)
+            min_available_nodes=0, weighted_by_key=weight_key)
         strategy.start(grid=fog_grid, initial_arrays=ArrayRecord(initial.state_dict()),
                        num_rounds=scenario.rounds, evaluate_fn=_end_of_round)
 
