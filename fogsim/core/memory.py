@@ -32,7 +32,7 @@ from fogsim.errors import FogsimError
 OPTIMIZER_STATES = {"sgd": 0, "momentum": 1, "adam": 2}
 ADAM_STEP_BYTES = 4  # torch keeps Adam's step count as a float32 scalar per parameter
 LAYOUTS = ("dense", "sparse", "compact")
-INDEX_BYTES = 4
+INDEX_BYTES = 4  # the COO layout indexes kept entries with int32 flat indices
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ SAVES_NOTHING = (nn.Flatten, nn.Identity, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPo
 CHANNELWISE = SAVES_OUTPUT + SAVES_OWN_MASK + SAVES_INPUT_AND_INDICES + SAVES_NOTHING + (
     nn.GELU, nn.LeakyReLU, nn.ELU, nn.SiLU, nn.AvgPool1d, nn.AvgPool2d, nn.BatchNorm1d, nn.BatchNorm2d)
 NORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
-INDEX_BYTES = 8  # max pooling keeps int64 argmax indices
+POOL_INDEX_BYTES = 8  # max pooling keeps int64 argmax indices
 
 
 @dataclass(frozen=True)
@@ -116,7 +116,7 @@ class Topology:
 
     def _record_saves(self, index: int, module: nn.Module, inp: Tensor, out: Tensor, size: int) -> None:
         if isinstance(module, SAVES_INPUT_AND_INDICES):
-            self.saved += [Saved(inp, size), Saved(Tensor(-index - 1, out.numel, out.owner), INDEX_BYTES)]
+            self.saved += [Saved(inp, size), Saved(Tensor(-index - 1, out.numel, out.owner), POOL_INDEX_BYTES)]
         elif isinstance(module, SAVES_OWN_MASK):
             self.saved.append(Saved(Tensor(-index - 1, out.numel, out.owner), size))
         elif isinstance(module, SAVES_INPUT):
