@@ -29,6 +29,12 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _one_of(name: str, known: tuple[str, ...], what: str) -> str:
+    if name not in known:
+        raise ValueError(f"unknown {what} {name!r} (known: {', '.join(known)})")
+    return name
+
+
 class Partition(_Section):
     """How the training set is split across the fleet (Flower Datasets' partitioners)."""
 
@@ -52,9 +58,7 @@ class Data(_Section):
     @field_validator("name")
     @classmethod
     def _known(cls, name: str) -> str:
-        if name not in DATASETS:
-            raise ValueError(f"unknown dataset {name!r} (known: {', '.join(DATASETS)})")
-        return name
+        return _one_of(name, DATASETS, "dataset")
 
 
 class Training(_Section):
@@ -173,9 +177,7 @@ class Scenario(_Section):
     @field_validator("model")
     @classmethod
     def _known_model(cls, name: str) -> str:
-        if name not in MODELS:
-            raise ValueError(f"unknown model {name!r} (known: {', '.join(MODELS)})")
-        return name
+        return _one_of(name, MODELS, "model")
 
     @model_validator(mode="after")
     def _consistent(self) -> "Scenario":
