@@ -174,7 +174,7 @@ class DeviceTrainer:
         if self.progress < self.next_prune and not overdue:
             return
         density = self.schedule.density(self.progress)
-        if not self.masks.hard or density < self.masks.density():
+        if not self.masks.hard or density < self.density:
             self._prune(density)
             self._refresh()
         while self.next_prune <= self.progress:
@@ -185,7 +185,7 @@ class DeviceTrainer:
         if self.masks is None:
             return
         target = self.schedule.target
-        if not self.masks.hard or self.masks.density() > target:
+        if not self.masks.hard or self.density > target:
             self._prune(target)
             self._refresh()
 
