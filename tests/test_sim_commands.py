@@ -102,3 +102,49 @@ def test_console_script_exits_2_without_traceback(tmp_path):
                             capture_output=True, text=True)
     assert result.returncode == 2
     assert result.stderr.startswith("fogsim: error: cannot read scenario") and "Traceback" not in result.stderr
+
+
+DERIVED = "a:\n  base: b\n  uplink: 1e6\nb:\n  base: samd21\n  memory_budget: 256KiB\n"
+
+
+def test_profiles_list_subcommand_and_file_after_it(tmp_path, capsys):
+    path = write(tmp_path, DERIVED, "mine.yaml")
+    assert main(["profiles", "list", "--file", str(path)]) == 0
+    printed = capsys.readouterr().out
+    assert "samd21" in printed and "a " in printed and "256 KiB" in printed
+    assert main(["profiles"]) == 0
+    assert "jetson-nano" in capsys.readouterr().out
+
+
+def test_profiles_show_prints_the_resolved_profile_its_file_and_chain(tmp_path, capsys):
+    path = write(tmp_path, DERIVED, "mine.yaml")
+    assert main(["profiles", "show", "a", "--file", str(path)]) == 0
+    printed = capsys.readouterr().out
+    for field in ("description", "memory_budget", "flops", "uplink", "downlink", "availability", "failure_rate"):
+        assert field in printed
+    assert "256 KiB (262144 bytes)" in printed and "1 Mbit/s" in printed and "2 MFLOP/s" in printed
+    assert f"source: {path}" in printed
+    assert f"derived from: b ({path}) <- samd21 (" in printed and "builtin.yaml)" in printed
+    assert "this profile" in printed and "base b (mine.yaml)" in printed
+    # --file may also come before `show`
+    assert main(["profiles", "--file", str(path), "show", "b"]) == 0
+    assert "derived from: samd21 (" in capsys.readouterr().out
+
+
+def test_profiles_show_a_builtin(capsys):
+    assert main(["profiles", "show", "rpi4"]) == 0
+    printed = capsys.readouterr().out
+    assert "1.00 GiB (1073741824 bytes)" in printed and "builtin.yaml" in printed
+    assert "derived from: nothing (a complete definition)" in printed
+
+
+@pytest.mark.parametrize("args, message", [
+    (["profiles", "show", "esp33"], "unknown profile 'esp33' (known: esp32-s3, "),
+    (["profiles", "show", "a", "--file", "CYCLE"], "b.base: profiles derive from each other in a cycle: a -> b -> a"),
+])
+def test_profiles_show_errors_are_one_line_exit_2(tmp_path, capsys, args, message):
+    path = write(tmp_path, "a:\n  base: b\nb:\n  base: a\n", "cycle.yaml")
+    assert main([str(path) if a == "CYCLE" else a for a in args]) == 2
+    captured = capsys.readouterr()
+    assert message in captured.err and captured.err.count("\n") == 1 and "Traceback" not in captured.err
+    assert captured.out == ""

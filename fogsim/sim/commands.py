@@ -119,8 +119,20 @@ def validate(scenario: Path = SCENARIO, sets: Optional[list[str]] = SET) -> None
     stdout_console().print(f"{scenario}: valid")
 
 
-def profiles(files: Optional[list[Path]] = typer.Option(None, "--file", help="also list the profiles of "
-                                                         "this YAML file")) -> None:
+FILES = typer.Option(None, "--file", help="also load the profiles of this YAML file (repeatable, in order)")
+profiles_app = typer.Typer(add_completion=False, rich_markup_mode=None, pretty_exceptions_enable=False,
+                           help="List the device profiles, or show one in full.")
+
+
+@profiles_app.callback(invoke_without_command=True)
+def profiles(ctx: typer.Context, files: Optional[list[Path]] = FILES) -> None:
+    """List the device profiles (built-in and from --file); `fogsim profiles show NAME` shows one in full."""
+    if ctx.invoked_subcommand is None:
+        profiles_list(files)
+
+
+@profiles_app.command("list")
+def profiles_list(files: Optional[list[Path]] = FILES) -> None:
     """List the device profiles (built-in and from --file) with their figures; descriptions are in the YAML."""
     from fogsim.sim.profiles import load_profiles
 
@@ -131,6 +143,42 @@ def profiles(files: Optional[list[Path]] = typer.Option(None, "--file", help="al
         table.add_row(name, format_bytes(p.memory_budget), _flops(p.flops), _bits(p.uplink), _bits(p.downlink),
                       f"{p.availability:g}", f"{p.failure_rate:g}")
     stdout_console().print(table)
+
+
+def _field_value(field: str, value) -> str:
+    if field == "memory_budget":
+        return f"{format_bytes(value)} ({value} bytes)"
+    if field == "flops":
+        return f"{_flops(value)} ({value:g})"
+    if field in ("uplink", "downlink"):
+        return f"{_bits(value)} ({value:g})"
+    return str(value) if isinstance(value, str) else f"{value:g}"
+
+
+@profiles_app.command("show")
+def profiles_show(ctx: typer.Context, name: str = typer.Argument(..., help="profile name, e.g. samd21"),
+                  files: Optional[list[Path]] = FILES) -> None:
+    """Print one profile as resolved (every field, after its base chain), its file and what it derives from."""
+    from fogsim.sim.profiles import load_library
+
+    files = [*(ctx.parent.params.get("files") or [] if ctx.parent else []), *(files or [])]
+    library = load_library(files)
+    if name not in library:
+        raise FogsimError(f"unknown profile {name!r} (known: {', '.join(sorted(library))})")
+    entry = library[name]
+    table = Table(title=f"profile {name}")
+    for column in ("key", "value", "set by"):
+        table.add_column(column)
+    for field, value in entry.profile.model_dump().items():
+        setter = entry.set_by(field)
+        table.add_row(field, _field_value(field, value), "default" if setter is None else
+                      ("this profile" if setter is entry else f"base {setter.name} ({Path(setter.source).name})"))
+    out = stdout_console()
+    out.print(table)
+    out.print(f"source: {entry.source}", soft_wrap=True, highlight=False)
+    chain = " <- ".join(f"{e.name} ({e.source})" for e in entry.chain)
+    out.print(f"derived from: {chain}" if chain else "derived from: nothing (a complete definition)",
+              soft_wrap=True, highlight=False)
 
 
 def keys(markdown: bool = typer.Option(False, help="print a Markdown table (as in the README)")) -> None:
@@ -151,9 +199,23 @@ def keys(markdown: bool = typer.Option(False, help="print a Markdown table (as i
     stdout_console().print(table)
 
 
+def compare(runs: Optional[list[Path]] = typer.Argument(None, help="run directories written by fogsim run"),
+            out: Optional[Path] = typer.Option(None, help="where to write the comparison (default: "
+                                               "runs/compare-<time>)")) -> None:
+    """Compare finished runs: a table, comparison.csv / .md and overlaid plots of accuracy, memory, batch, upload."""
+    from fogsim.rundir import default_run_dir
+    from fogsim.sim.compare import compare as compare_runs, rich_table
+
+    out = out or default_run_dir("compare")
+    frame = compare_runs(runs or [], out)
+    stdout_console().print(rich_table(frame))
+    stdout_console().print(f"comparison written to {out}")
+
+
 def register(app: typer.Typer) -> None:
     """Add the simulation's commands to the ``fogsim`` app."""
     app.command("run")(run)
     app.command("validate")(validate)
-    app.command("profiles")(profiles)
+    app.add_typer(profiles_app, name="profiles")
     app.command("keys")(keys)
+    app.command("compare")(compare)

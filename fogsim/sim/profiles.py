@@ -3,10 +3,18 @@
 The built-in library ships in ``fogsim/profiles/*.yaml``; a scenario may name more files under
 ``profiles:``, whose entries add to (or replace) the built-in ones. A profile file maps a name
 to the fields of ``Profile``.
+
+A profile may derive from another with ``base: NAME`` and list only the fields it changes. The
+base is looked up first in the same file (order inside a file does not matter), then in the
+files loaded before it (the built-in ones first). Chains are allowed, cycles are not. A profile
+whose ``base`` is its own name derives from the definition an earlier file gave that name, so a
+user file can change one figure of a built-in profile in place; a profile without ``base`` is a
+complete definition and replaces any earlier one of the same name.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
@@ -41,24 +49,102 @@ class Profile(BaseModel):
     failure_rate: float = Field(0.0, ge=0, lt=1, description="probability the device drops out mid-round")
 
 
-def parse_profiles(data, source: str) -> dict[str, Profile]:
-    """Validate the mapping ``name -> fields`` read from ``source``."""
+@dataclass(frozen=True)
+class ProfileEntry:
+    """A resolved profile with where it came from: its file, the fields it set, what it derives from."""
+
+    name: str
+    profile: Profile
+    source: str
+    fields_set: frozenset[str]
+    base: "ProfileEntry | None" = None
+
+    @property
+    def chain(self) -> tuple["ProfileEntry", ...]:
+        """The profiles this one derives from, nearest first (empty for a complete definition)."""
+        chain, entry = [], self.base
+        while entry is not None:
+            chain.append(entry)
+            entry = entry.base
+        return tuple(chain)
+
+    def set_by(self, field: str) -> "ProfileEntry | None":
+        """The profile of the chain (this one included) whose file sets ``field``; None: the default."""
+        entry = self
+        while entry is not None:
+            if field in entry.fields_set:
+                return entry
+            entry = entry.base
+        return None
+
+
+def parse_entries(data, source: str, earlier: dict[str, ProfileEntry]) -> dict[str, ProfileEntry]:
+    """Validate and resolve the mapping ``name -> fields`` read from ``source``.
+
+    ``earlier`` holds the profiles of the files loaded before this one, which a ``base`` may name.
+    """
     if not isinstance(data, dict):
         raise FogsimError(f"{source}: a profile file maps profile names to their fields, got {type(data).__name__}")
-    profiles = {}
+    raw: dict[str, dict] = {}
     for name, fields in data.items():
         if not isinstance(fields, dict):
             raise FogsimError(f"{source}: {name}: a profile is a mapping of fields, got {type(fields).__name__}")
+        raw[str(name)] = dict(fields)
+    resolved: dict[str, ProfileEntry] = {}
+
+    def resolve(name: str, path: list[str]) -> ProfileEntry:
+        if name in resolved:
+            return resolved[name]
+        fields = dict(raw[name])
+        base = fields.pop("base", None)
+        parent = None
+        if "base" in raw[name]:
+            if not isinstance(base, str) or not base:
+                raise FogsimError(f"{source}: {name}.base: the name of a profile to derive from, got {base!r}")
+            if base in raw and base != name:
+                if base in path:
+                    cycle = " -> ".join(path[path.index(base):] + [name, base])
+                    raise FogsimError(f"{source}: {name}.base: profiles derive from each other in a cycle: {cycle}")
+                parent = resolve(base, path + [name])
+            elif base in earlier:
+                parent = earlier[base]
+            elif base == name:
+                raise FogsimError(f"{source}: {name}.base: a profile derives from itself only to change an earlier "
+                                  f"file's {name!r}, and none defines it")
+            else:
+                known = ", ".join(sorted((set(earlier) | set(raw)) - {name}))
+                raise FogsimError(f"{source}: {name}.base: unknown profile {base!r} (known: {known})")
+        merged = {**parent.profile.model_dump(), **fields} if parent else fields
         try:
-            profiles[str(name)] = Profile(**fields)
+            profile = Profile(**merged)
         except ValidationError as error:
-            raise FogsimError(f"{source}: {describe(error, str(name))}") from None
-    return profiles
+            raise FogsimError(f"{source}: {describe(error, name)}") from None
+        resolved[name] = ProfileEntry(name, profile, source, frozenset(fields), parent)
+        return resolved[name]
+
+    return {name: resolve(name, []) for name in raw}
+
+
+def builtin_files() -> list[Path]:
+    return sorted(BUILTIN_DIR.glob("*.yaml"))
+
+
+def load_library(extra: list[Path] = ()) -> dict[str, ProfileEntry]:
+    """The built-in profiles, then those of ``extra`` files in order (a later name replaces an earlier),
+    each with its source file and base chain."""
+    library: dict[str, ProfileEntry] = {}
+    for path in builtin_files() + [Path(p) for p in extra]:
+        library.update(parse_entries(read_yaml(path, "profile file"), str(path), library))
+    return library
+
+
+def parse_profiles(data, source: str, earlier: dict[str, ProfileEntry] | None = None) -> dict[str, Profile]:
+    """Validate the mapping ``name -> fields`` read from ``source``; a ``base`` may name a built-in
+    profile (or one of ``earlier``, when given)."""
+    earlier = load_library() if earlier is None else earlier
+    return {name: entry.profile for name, entry in parse_entries(data, source, earlier).items()}
 
 
 def load_profiles(extra: list[Path] = ()) -> dict[str, Profile]:
     """The built-in profiles, then those of ``extra`` files in order (a later name replaces an earlier)."""
-    profiles: dict[str, Profile] = {}
-    for path in sorted(BUILTIN_DIR.glob("*.yaml")) + [Path(p) for p in extra]:
-        profiles.update(parse_profiles(read_yaml(path, "profile file"), str(path)))
-    return profiles
+    return {name: entry.profile for name, entry in load_library(extra).items()}
