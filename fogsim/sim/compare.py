@@ -1,0 +1,309 @@
+"""``fogsim compare``: several finished run directories side by side, as a table, CSV, Markdown and plots.
+
+The comparison is tidy: one row per run and device profile, over the union of the profiles of all
+runs, so runs with different fleets or strategies line up; a profile a run does not have is left
+empty. Run-level figures (accuracy, density, traffic, time) repeat on every row of their run.
+
+``load_run`` checks that a directory is a finished run and says what is missing if it is not;
+``write_comparison`` writes into an existing directory (a sweep puts its comparison beside its
+runs); ``compare`` does both and creates the output directory atomically.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from fogsim.errors import FogsimError
+from fogsim.rundir import atomic_run_dir
+from fogsim.units import format_bytes
+
+# Columns of comparison.csv, in order; the README's "Comparing runs" explains each.
+RUN_FIELDS = ["run", "path", "scenario", "strategy", "method", "rounds", "final_accuracy", "best_accuracy",
+              "best_round", "global_density", "upload_bytes", "download_bytes", "sim_time_s"]
+PROFILE_FIELDS = ["profile", "devices", "budget_bytes", "peak_memory_bytes", "final_batch_size"]
+COLUMNS = RUN_FIELDS + PROFILE_FIELDS
+FILES = ["comparison.csv", "comparison.md", "accuracy.png", "memory_batch.png", "accuracy_vs_upload.png"]
+
+ROUND_NEEDS = ["round", "accuracy", "global_density", "upload_bytes", "download_bytes", "sim_time_s"]
+CLIENT_NEEDS = ["round", "client_id", "profile", "budget_bytes", "peak_memory_bytes", "batch_size_max", "failed"]
+
+
+@dataclass
+class Run:
+    """One finished run directory, read."""
+
+    path: Path
+    scenario: dict
+    rounds: pd.DataFrame
+    clients: pd.DataFrame
+    summary: dict
+    name: str = ""
+
+
+def _read_csv(path: Path, needs: list[str]) -> pd.DataFrame:
+    try:
+        frame = pd.read_csv(path)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as error:
+        raise FogsimError(f"{path}: not a readable CSV file ({str(error).splitlines()[0]})") from None
+    missing = [c for c in needs if c not in frame.columns]
+    if missing:
+        raise FogsimError(f"{path}: lacks the columns {', '.join(missing)}; was it written by fogsim run?")
+    return frame
+
+
+def load_run(path: Path) -> Run:
+    """Read a finished run directory, or say in one line why it is not one."""
+    path = Path(path)
+    if not path.exists():
+        raise FogsimError(f"{path}: no such directory")
+    if not path.is_dir():
+        raise FogsimError(f"{path}: not a directory; give run directories written by fogsim run")
+    if not (path / "scenario.yaml").is_file() or not (path / "rounds.csv").is_file():
+        absent = [n for n in ("scenario.yaml", "rounds.csv") if not (path / n).is_file()]
+        raise FogsimError(f"{path}: not a run directory (no {' or '.join(absent)}); give directories "
+                          "written by fogsim run")
+    for name in ("clients.csv", "summary.json"):
+        if not (path / name).is_file():
+            raise FogsimError(f"{path}: run is missing {name}: it is still running or it crashed")
+    try:
+        scenario = yaml.safe_load((path / "scenario.yaml").read_text()) or {}
+        summary = json.loads((path / "summary.json").read_text())
+    except (yaml.YAMLError, json.JSONDecodeError) as error:
+        raise FogsimError(f"{path}: unreadable scenario.yaml or summary.json ({str(error).splitlines()[0]})") \
+            from None
+    if not isinstance(scenario, dict) or not isinstance(summary, dict):
+        raise FogsimError(f"{path}: scenario.yaml or summary.json is not a mapping; was it written by fogsim run?")
+    rounds = _read_csv(path / "rounds.csv", ROUND_NEEDS).sort_values("round", kind="stable")
+    clients = _read_csv(path / "clients.csv", CLIENT_NEEDS)
+    return Run(path=path, scenario=scenario, rounds=rounds.reset_index(drop=True), clients=clients, summary=summary)
+
+
+def name_runs(runs: list[Run]) -> None:
+    """Name each run by its directory; where two share a name, by as many trailing path parts as tell them apart."""
+    parts = [r.path.resolve().parts for r in runs]
+    depth = [1] * len(runs)
+    while True:
+        names = ["/".join(p[-d:]) for p, d in zip(parts, depth)]
+        clash = [i for i, n in enumerate(names) if depth[i] < len(parts[i])
+                 and any(m == n and parts[j] != parts[i] for j, m in enumerate(names))]
+        if not clash:
+            break
+        for i in clash:
+            depth[i] += 1
+    seen: dict[str, int] = {}
+    for run, name in zip(runs, names):  # the same directory given twice
+        seen[name] = seen.get(name, 0) + 1
+        run.name = name if seen[name] == 1 else f"{name} ({seen[name]})"
+
+
+def _profiles(run: Run) -> list[str]:
+    names = list(run.summary.get("profiles") or {})
+    return names + [p for p in dict.fromkeys(run.clients["profile"].astype(str)) if p not in names]
+
+
+def _number(value):
+    return None if value is None or pd.isna(value) else value
+
+
+def run_fields(run: Run) -> dict:
+    rounds = run.rounds
+    accuracy = rounds["accuracy"].dropna()
+    best = rounds.loc[accuracy.idxmax()] if len(accuracy) else None
+    last = rounds.iloc[-1] if len(rounds) else None
+    return {
+        "run": run.name, "path": str(run.path),
+        "scenario": run.scenario.get("name", run.summary.get("scenario")),
+        "strategy": (run.scenario.get("strategy") or {}).get("name"),
+        "method": (run.scenario.get("pruning") or {}).get("method"),
+        "rounds": len(rounds),
+        "final_accuracy": _number(last["accuracy"]) if last is not None else None,
+        "best_accuracy": _number(best["accuracy"]) if best is not None else None,
+        "best_round": int(best["round"]) if best is not None else None,
+        "global_density": _number(last["global_density"]) if last is not None else None,
+        "upload_bytes": int(rounds["upload_bytes"].sum()),
+        "download_bytes": int(rounds["download_bytes"].sum()),
+        "sim_time_s": float(rounds["sim_time_s"].sum()),
+    }
+
+
+def profile_fields(run: Run, profile: str) -> dict:
+    """What one profile's devices cost in a run; empty where the run has no such profile."""
+    tier = (run.summary.get("profiles") or {}).get(profile)
+    clients = run.clients[run.clients["profile"].astype(str) == profile]
+    if tier is None and clients.empty:
+        return {"profile": profile, **{f: None for f in PROFILE_FIELDS[1:]}}
+    ok = clients[clients["failed"].astype(bool) == False]  # noqa: E712 (a column, not a truth value)
+    budget = (tier or {}).get("budget_bytes")
+    if budget is None and not clients.empty:
+        budget = int(clients["budget_bytes"].iloc[0])
+    final_batch = None
+    if not ok.empty:  # each device's batch_size_max in the last round it trained; the largest of them
+        last = ok.sort_values("round", kind="stable").groupby("client_id").tail(1)
+        final_batch = int(last["batch_size_max"].max())
+    return {"profile": profile,
+            "devices": (tier or {}).get("devices", clients["client_id"].nunique()),
+            "budget_bytes": budget,
+            "peak_memory_bytes": int(ok["peak_memory_bytes"].max()) if not ok.empty else None,
+            "final_batch_size": final_batch}
+
+
+def comparison_frame(runs: list[Run]) -> pd.DataFrame:
+    """The tidy comparison: one row per run and profile (the union of all runs' profiles)."""
+    profiles = list(dict.fromkeys(p for run in runs for p in _profiles(run)))
+    rows = []
+    for run in runs:
+        fields = run_fields(run)
+        for profile in profiles or [None]:
+            rows.append({**fields, **(profile_fields(run, profile) if profile is not None
+                                      else {f: None for f in PROFILE_FIELDS})})
+    frame = pd.DataFrame(rows, columns=COLUMNS)
+    for column in ("devices", "budget_bytes", "peak_memory_bytes", "final_batch_size", "best_round"):
+        frame[column] = frame[column].astype("Int64")
+    return frame
+
+
+TABLE_HEADERS = ["run", "scenario", "strategy", "final acc", "best (round)", "global density", "uploaded",
+                 "simulated time", "profile", "devices", "budget", "peak memory", "final batch"]
+# the printed table: shorter headers, and no scenario column (it is in the CSV and Markdown)
+CONSOLE_HEADERS = ["run", "strategy", "final acc", "best (round)", "density", "upload", "sim time", "profile",
+                   "devices", "budget", "peak mem", "batch"]
+
+
+def _fmt(value, how) -> str:
+    if value is None or pd.isna(value):
+        return ""
+    return how(value)
+
+
+def table_rows(frame: pd.DataFrame) -> list[list[str]]:
+    """Rows of strings for the printed and Markdown tables: run-level cells only on a run's first row."""
+    rows = []
+    for _, group in frame.groupby("run", sort=False):
+        for i, (_, r) in enumerate(group.iterrows()):
+            run_cells = [
+                r["run"], _fmt(r["scenario"], str), _fmt(r["strategy"], str),
+                _fmt(r["final_accuracy"], lambda v: f"{v:.4f}"),
+                _fmt(r["best_accuracy"], lambda v: f"{v:.4f} ({r['best_round']})"),
+                _fmt(r["global_density"], lambda v: f"{v:.3f}"),
+                format_bytes(r["upload_bytes"]), f"{r['sim_time_s']:.1f} s"] if i == 0 else [""] * 8
+            rows.append(run_cells + [
+                _fmt(r["profile"], str), _fmt(r["devices"], str), _fmt(r["budget_bytes"], format_bytes),
+                _fmt(r["peak_memory_bytes"], format_bytes), _fmt(r["final_batch_size"], str)])
+    return rows
+
+
+def rich_table(frame: pd.DataFrame):
+    from rich.table import Table
+
+    table = Table(title=f"comparison of {frame['run'].nunique()} runs (a profile with empty cells: the run has "
+                        "no such devices)")
+    for column in CONSOLE_HEADERS:
+        text = column in ("run", "strategy", "profile")
+        table.add_column(column, justify="left" if text else "right", overflow="fold", no_wrap=not text)
+    rows = table_rows(frame)
+    for i, row in enumerate(rows):
+        last_of_run = i + 1 == len(rows) or rows[i + 1][0] != ""
+        table.add_row(*row[:1], *row[2:], end_section=last_of_run)
+    return table
+
+
+def markdown(frame: pd.DataFrame) -> str:
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|")
+
+    lines = [f"# Comparison of {frame['run'].nunique()} runs", "",
+             "Run-level figures are on the first row of each run; a profile whose cells are empty is one the "
+             "run has no devices of. Data: `comparison.csv`.", "",
+             "| " + " | ".join(TABLE_HEADERS) + " |", "|" + "---|" * len(TABLE_HEADERS)]
+    lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in table_rows(frame)]
+    lines += ["", "Paths:", ""] + [f"- `{n}`: `{p}`" for n, p in dict(zip(frame["run"], frame["path"])).items()]
+    lines += ["", "![accuracy per round](accuracy.png)", "", "![peak memory and batch size per profile]"
+              "(memory_batch.png)", "", "![accuracy against upload](accuracy_vs_upload.png)", ""]
+    return "\n".join(lines)
+
+
+def plot_comparison(runs: list[Run], frame: pd.DataFrame, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    mib = 1024 * 1024
+    fig, ax = plt.subplots(figsize=(7, 4.5), constrained_layout=True)
+    for run in runs:
+        ax.plot(run.rounds["round"], run.rounds["accuracy"], marker="o", ms=3, label=run.name)
+    ax.set_xlabel("round")
+    ax.set_ylabel("test accuracy of the global model")
+    ax.legend(fontsize="small")
+    fig.savefig(out / "accuracy.png", dpi=110)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(7, 4.5), constrained_layout=True)
+    for run in runs:
+        ax.plot(run.rounds["upload_bytes"].cumsum() / mib, run.rounds["accuracy"], marker="o", ms=3, label=run.name)
+    ax.set_xlabel("uploaded so far, all devices (MiB)")
+    ax.set_ylabel("test accuracy of the global model")
+    ax.legend(fontsize="small")
+    fig.savefig(out / "accuracy_vs_upload.png", dpi=110)
+    plt.close(fig)
+
+    profiles = [p for p in dict.fromkeys(frame["profile"]) if p is not None and not pd.isna(p)]
+    names = [run.name for run in runs]
+    x = np.arange(max(len(profiles), 1))
+    width = 0.8 / max(len(names), 1)
+    fig, axes = plt.subplots(2, 1, figsize=(max(7, 1.6 * len(profiles) + 3), 7), sharex=True,
+                             constrained_layout=True)
+    peaks = frame["peak_memory_bytes"].dropna().astype(float) / mib
+    top = 4 * peaks.max() if len(peaks) else None  # a budget far above every peak would flatten the bars
+    labelled_above = False
+    for i, name in enumerate(names):
+        rows = frame[frame["run"] == name].set_index("profile").reindex(profiles)
+        offset = x[:len(profiles)] - 0.4 + width * (i + 0.5)
+        peak = rows["peak_memory_bytes"].astype(float) / mib
+        budget = rows["budget_bytes"].astype(float) / mib
+        axes[0].bar(offset, peak, width, color=f"C{i}", label=name)
+        inside = budget <= top if top else budget == budget
+        axes[0].scatter(offset[inside.to_numpy()], budget[inside], marker="_", s=200, color="black",
+                        label="budget" if i == 0 else None, zorder=3)
+        if top and (~inside & budget.notna()).any():
+            above = (~inside & budget.notna()).to_numpy()
+            axes[0].scatter(offset[above], [top / 1.3] * int(above.sum()), marker="^", color="black",
+                            label=None if labelled_above else "budget above the axis", zorder=3)
+            labelled_above = True
+        axes[1].bar(offset, rows["final_batch_size"].astype(float), width, color=f"C{i}", label=name)
+    axes[0].set_ylabel("peak training memory (MiB)")
+    axes[0].set_yscale("log")
+    if top:
+        axes[0].set_ylim(peaks.min() / 2, top)
+    axes[0].legend(fontsize="small")
+    axes[1].set_ylabel("final batch size")
+    axes[1].set_xticks(x[:len(profiles)], profiles)
+    axes[1].set_xlabel("device profile (no bar: the run has no such devices, or none trained)")
+    fig.savefig(out / "memory_batch.png", dpi=110)
+    plt.close(fig)
+
+
+def write_comparison(runs: list[Run], out: Path) -> pd.DataFrame:
+    """Write comparison.csv, comparison.md and the three plots into the existing directory ``out``."""
+    frame = comparison_frame(runs)
+    frame.to_csv(out / "comparison.csv", index=False)
+    (out / "comparison.md").write_text(markdown(frame))
+    plot_comparison(runs, frame, out)
+    return frame
+
+
+def compare(paths: list[Path], out: Path) -> pd.DataFrame:
+    """Check every run, then write the comparison to ``out``, which appears whole or not at all."""
+    if not paths:
+        raise FogsimError("give at least one run directory to compare")
+    runs = [load_run(Path(p)) for p in paths]
+    name_runs(runs)
+    with atomic_run_dir(Path(out)) as staging:
+        frame = write_comparison(runs, staging)
+    return frame
