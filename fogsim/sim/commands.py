@@ -212,6 +212,50 @@ def compare(runs: Optional[list[Path]] = typer.Argument(None, help="run director
     stdout_console().print(f"comparison written to {out}")
 
 
+def sweep(scenario: Path = SCENARIO,
+          key: str = typer.Option(..., help="the scenario key to vary, e.g. pruning.compression, strategy.name or "
+                                  "fleet[0].overrides.memory_budget"),
+          values: str = typer.Option(..., help="comma-separated values of --key, each read as YAML like --set, "
+                                     "e.g. 256KiB,512KiB,1MiB"),
+          out: Optional[Path] = typer.Option(None, help="sweep directory: one run directory per value and the "
+                                             "comparison (default: runs/sweep-<name>-<time>)"),
+          sets: Optional[list[str]] = SET,
+          quiet: bool = typer.Option(False, help="no progress display")) -> None:
+    """Run a scenario once per value of one key, then compare the runs (fogsim compare's table, CSV and plots)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from fogsim.rundir import check_free, default_run_dir
+    from fogsim.sim.compare import rich_table
+    from fogsim.sim.sweep import plan, split_values, sweep as run_sweep
+
+    if out is not None:
+        check_free(out)
+    points = plan(scenario, key, split_values(values), sets or [])
+    out = out or default_run_dir(f"sweep-{points[0].prepared.scenario.name}")
+    if quiet:
+        frame = run_sweep(points, out, key)
+    else:
+        err = stderr_console()
+        columns = [TextColumn("{task.description}"), MofNCompleteColumn(), BarColumn(),
+                   TextColumn("{task.fields[status]}"), TimeElapsedColumn()]
+        with Progress(*columns, console=err, transient=False) as bar:
+            runs = bar.add_task("runs  ", total=len(points), status="")
+            rounds = bar.add_task("rounds", total=points[0].prepared.scenario.rounds, status="starting Ray ...")
+
+            def on_start(index: int, point) -> None:
+                bar.update(runs, completed=index, status=point.name)
+                bar.reset(rounds, total=point.prepared.scenario.rounds, status="starting Ray ...")
+
+            def on_round(row: dict) -> None:
+                bar.update(rounds, completed=row["round"], status=(
+                    f"acc {row['accuracy']:.3f}  density {row['density']:.3f}  ok {row['clients_ok']}"
+                    f"  failed {row['clients_failed']}  up {format_bytes(row['upload_bytes'])}"))
+            frame = run_sweep(points, out, key, on_start, on_round)
+            bar.update(runs, completed=len(points), status="comparing")
+    stdout_console().print(rich_table(frame))
+    stdout_console().print(f"sweep directory: {out}")
+
+
 def register(app: typer.Typer) -> None:
     """Add the simulation's commands to the ``fogsim`` app."""
     app.command("run")(run)
@@ -219,3 +263,4 @@ def register(app: typer.Typer) -> None:
     app.add_typer(profiles_app, name="profiles")
     app.command("keys")(keys)
     app.command("compare")(compare)
+    app.command("sweep")(sweep)

@@ -1,0 +1,106 @@
+"""``fogsim sweep``: one scenario run once per value of one key, then compared.
+
+The whole sweep is planned before anything runs: every value's scenario is prepared (parsed,
+profiles resolved, budgets checked), so a bad key, a bad value or an infeasible budget for any
+value fails at once, naming the value, and leaves no directory behind. Then each value runs into
+``OUT/<key>=<value>/`` and the comparison of all of them (``fogsim compare``'s files) is written
+into ``OUT`` itself. A run that crashes stops the sweep; the runs already finished are kept.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+
+from fogsim.errors import FogsimError
+from fogsim.rundir import check_free
+
+
+class SweepStopped(FogsimError):
+    """A run of the sweep failed after others had finished; they are kept."""
+
+    exit_code = 1
+
+
+@dataclass
+class Point:
+    """One value of the sweep: its prepared scenario and its run directory's name."""
+
+    value: str
+    prepared: object
+    name: str
+
+
+def split_values(text: str) -> list[str]:
+    """``"5,10,20"`` -> ``["5", "10", "20"]``; each value is read as YAML, like ``--set``."""
+    values = [v.strip() for v in text.split(",")]
+    if not text.strip() or any(not v for v in values):
+        raise FogsimError(f"--values {text!r}: give a comma-separated list, e.g. --values 5,10,20")
+    return values
+
+
+def slug(text: str) -> str:
+    """A file-name-safe form: ``fleet[0].overrides.memory_budget`` -> ``fleet0.overrides.memory_budget``."""
+    text = re.sub(r"\[(\d+)\]", r"\1", text.strip())
+    return re.sub(r"[^A-Za-z0-9._+-]+", "-", text).strip("-")
+
+
+def run_name(key: str, value: str) -> str:
+    return f"{slug(key)}={slug(value) or 'empty'}"
+
+
+def plan(scenario: Path, key: str, values: list[str], sets: list[str] = ()) -> list[Point]:
+    """Prepare every value's scenario (the sweep's value wins over a ``--set`` of the same key)."""
+    from fogsim.sim.run import prepare
+
+    key = key.strip()
+    if not key or "=" in key:
+        raise FogsimError(f"--key {key!r}: give one scenario key, e.g. pruning.compression or "
+                          "fleet[0].overrides.memory_budget")
+    if not values:
+        raise FogsimError("--values: give at least one value")
+    if len(set(values)) != len(values):
+        twice = sorted({v for v in values if values.count(v) > 1})
+        raise FogsimError(f"--values: {', '.join(twice)} given more than once")
+    points, names = [], {}
+    for value in values:
+        name = run_name(key, value)
+        if name in names:
+            raise FogsimError(f"--values: {names[name]!r} and {value!r} would share the run directory {name}")
+        names[name] = value
+        try:
+            prepared = prepare(scenario, [*sets, f"{key}={value}"])
+        except FogsimError as error:
+            raise FogsimError(f"sweep value {key}={value}: {error}") from None
+        points.append(Point(value, prepared, name))
+    return points
+
+
+def sweep(points: list[Point], out: Path, key: str,
+          on_start: Callable[[int, Point], None] | None = None,
+          on_round: Callable[[dict], None] | None = None) -> pd.DataFrame:
+    """Run every point into ``out/<name>`` in order, then write the comparison into ``out``."""
+    from fogsim.sim.compare import load_run, name_runs, write_comparison
+    from fogsim.sim.run import run
+
+    check_free(out)
+    out.mkdir(parents=True, exist_ok=True)
+    finished = []
+    for index, point in enumerate(points):
+        if on_start:
+            on_start(index, point)
+        try:
+            run(point.prepared, out / point.name, on_round)
+        except Exception as error:  # an interrupt ends the sweep too; the runs are kept either way
+            done = ", ".join(p.name for p in finished) or "none"
+            reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+            raise SweepStopped(f"sweep stopped at {key}={point.value}: {reason}; finished runs kept in {out}: "
+                               f"{done}") from None
+        finished.append(point)
+    runs = [load_run(out / p.name) for p in points]
+    name_runs(runs)
+    return write_comparison(runs, out)
