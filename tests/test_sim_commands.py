@@ -148,3 +148,25 @@ def test_profiles_show_errors_are_one_line_exit_2(tmp_path, capsys, args, messag
     captured = capsys.readouterr()
     assert message in captured.err and captured.err.count("\n") == 1 and "Traceback" not in captured.err
     assert captured.out == ""
+
+
+def test_flower_and_ray_logs_are_quiet_unless_verbose():
+    import logging
+
+    from fogsim.sim.run import backend_config, quiet_flower
+    from fogsim.sim.scenario import parse_scenario
+
+    scenario = parse_scenario({"fleet": [{"profile": "rpi4"}]})
+    assert backend_config(scenario)["init_args"]["logging_level"] == "ERROR"
+    assert backend_config(scenario)["init_args"]["log_to_driver"] is False
+    assert backend_config(scenario, verbose=True)["init_args"]["logging_level"] == "INFO"
+    quiet_flower(verbose=True)
+    assert logging.getLogger("flwr").level == logging.INFO
+    quiet_flower()
+    assert logging.getLogger("flwr").level == logging.ERROR
+
+
+@pytest.mark.parametrize("command", ["run", "sweep"])
+def test_run_and_sweep_offer_verbose(command, capsys):
+    assert main([command, "--help"]) == 0
+    assert "--verbose" in capsys.readouterr().out

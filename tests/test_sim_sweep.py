@@ -74,7 +74,7 @@ def test_values_that_share_a_directory_are_refused(tmp_path, capsys, monkeypatch
 def test_a_crash_keeps_the_finished_runs(tmp_path, capsys, monkeypatch):
     calls = []
 
-    def flaky(prepared, out, on_round=None):
+    def flaky(prepared, out, on_round=None, verbose=False):
         calls.append(prepared.scenario.pruning.compression)
         out.mkdir(parents=True)
         (out / "scenario.yaml").write_text("name: x\n")

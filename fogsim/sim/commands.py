@@ -80,10 +80,14 @@ def _free_run_dir(out: Optional[Path], name: str) -> Path:
     return out
 
 
+VERBOSE = typer.Option(False, "--verbose", help="show Flower's and Ray's own logs (quiet by default)")
+
+
 def run(scenario: Path = SCENARIO,
         out: Optional[Path] = typer.Option(None, help="run directory (default: runs/<name>-<time>)"),
         sets: Optional[list[str]] = SET,
-        quiet: bool = typer.Option(False, help="no progress display")) -> None:
+        quiet: bool = typer.Option(False, help="no progress display"),
+        verbose: bool = VERBOSE) -> None:
     """Run a scenario: the fleet trains with DynHP on Flower and Ray; results go to the run directory."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -93,7 +97,7 @@ def run(scenario: Path = SCENARIO,
     prepared = prepare(scenario, sets or [])
     out = _free_run_dir(out, prepared.scenario.name)
     if quiet:
-        summary = run_scenario(prepared, out)
+        summary = run_scenario(prepared, out, verbose=verbose)
     else:
         err.print(plan_table(prepared))
         columns = [TextColumn("round"), MofNCompleteColumn(), BarColumn(), TextColumn("{task.fields[status]}"),
@@ -106,7 +110,7 @@ def run(scenario: Path = SCENARIO,
                     f"acc {row['accuracy']:.3f}  density {row['density']:.3f}  ok {row['clients_ok']}"
                     f"  failed {row['clients_failed']}  up {format_bytes(row['upload_bytes'])}"
                     f"  sim {row['sim_time_s']:.2f} s"))
-            summary = run_scenario(prepared, out, on_round)
+            summary = run_scenario(prepared, out, on_round, verbose)
     stdout_console().print(summary_table(summary))
     stdout_console().print(f"run directory: {out}")
 
@@ -220,7 +224,8 @@ def sweep(scenario: Path = SCENARIO,
           out: Optional[Path] = typer.Option(None, help="sweep directory: one run directory per value and the "
                                              "comparison (default: runs/sweep-<name>-<time>)"),
           sets: Optional[list[str]] = SET,
-          quiet: bool = typer.Option(False, help="no progress display")) -> None:
+          quiet: bool = typer.Option(False, help="no progress display"),
+          verbose: bool = VERBOSE) -> None:
     """Run a scenario once per value of one key, then compare the runs (fogsim compare's table, CSV and plots)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -233,7 +238,7 @@ def sweep(scenario: Path = SCENARIO,
     points = plan(scenario, key, split_values(values), sets or [])
     out = out or default_run_dir(f"sweep-{points[0].prepared.scenario.name}")
     if quiet:
-        frame = run_sweep(points, out, key)
+        frame = run_sweep(points, out, key, verbose=verbose)
     else:
         err = stderr_console()
         columns = [TextColumn("{task.description}"), MofNCompleteColumn(), BarColumn(),
@@ -250,7 +255,7 @@ def sweep(scenario: Path = SCENARIO,
                 bar.update(rounds, completed=row["round"], status=(
                     f"acc {row['accuracy']:.3f}  density {row['density']:.3f}  ok {row['clients_ok']}"
                     f"  failed {row['clients_failed']}  up {format_bytes(row['upload_bytes'])}"))
-            frame = run_sweep(points, out, key, on_start, on_round)
+            frame = run_sweep(points, out, key, on_start, on_round, verbose)
             bar.update(runs, completed=len(points), status="comparing")
     stdout_console().print(rich_table(frame))
     stdout_console().print(f"sweep directory: {out}")

@@ -45,26 +45,30 @@ def prepare(path: str | Path, sets: list[str] = ()) -> Prepared:
     return Prepared(scenario, data, devices, FleetSpec(scenario, devices, partitions))
 
 
-def backend_config(scenario: Scenario) -> dict:
+def backend_config(scenario: Scenario, verbose: bool = False) -> dict:
     sim = scenario.simulation
-    init = {"logging_level": "ERROR", "log_to_driver": False}
+    init = {"logging_level": "INFO" if verbose else "ERROR", "log_to_driver": verbose}
     init.update({"address": sim.address} if sim.address else {"num_cpus": sim.num_cpus})
     return {"client_resources": {"num_cpus": sim.client_cpus}, "init_args": init}
 
 
-def quiet_flower() -> None:
-    """No telemetry (no machine fogsim runs on may phone home) and no per-round Flower log."""
+def quiet_flower(verbose: bool = False) -> None:
+    """No telemetry (no machine fogsim runs on may phone home); Flower's own log only when ``verbose``."""
     os.environ["FLWR_TELEMETRY_ENABLED"] = "0"
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
     from flwr.supercore import telemetry
 
     telemetry.FLWR_TELEMETRY_ENABLED = "0"
-    logging.getLogger("flwr").setLevel(logging.ERROR)
+    logging.getLogger("flwr").setLevel(logging.INFO if verbose else logging.ERROR)
 
 
-def run(prepared: Prepared, out: Path, on_round: Callable[[dict], None] | None = None) -> dict:
-    """Run the simulation, writing the run directory ``out`` as rounds complete; return the summary."""
-    quiet_flower()
+def run(prepared: Prepared, out: Path, on_round: Callable[[dict], None] | None = None,
+        verbose: bool = False) -> dict:
+    """Run the simulation, writing the run directory ``out`` as rounds complete; return the summary.
+
+    ``verbose`` lets Flower's and Ray's own logs through (quiet by default).
+    """
+    quiet_flower(verbose)
     from flwr.simulation import run_simulation
 
     from fogsim.sim.plots import plot_run
@@ -77,7 +81,7 @@ def run(prepared: Prepared, out: Path, on_round: Callable[[dict], None] | None =
     try:
         run_simulation(server_app=make_server_app(prepared.spec, prepared.data, files, outcome, on_round),
                        client_app=make_client_app(prepared.spec), num_supernodes=len(prepared.devices),
-                       backend_config=backend_config(scenario))
+                       backend_config=backend_config(scenario, verbose))
     finally:
         files.close()
     if len(outcome.get("rounds", [])) != scenario.rounds:

@@ -82,7 +82,7 @@ def plan(scenario: Path, key: str, values: list[str], sets: list[str] = ()) -> l
 
 def sweep(points: list[Point], out: Path, key: str,
           on_start: Callable[[int, Point], None] | None = None,
-          on_round: Callable[[dict], None] | None = None) -> pd.DataFrame:
+          on_round: Callable[[dict], None] | None = None, verbose: bool = False) -> pd.DataFrame:
     """Run every point into ``out/<name>`` in order, then write the comparison into ``out``."""
     from fogsim.sim.compare import load_run, name_runs, write_comparison
     from fogsim.sim.run import run
@@ -94,7 +94,7 @@ def sweep(points: list[Point], out: Path, key: str,
         if on_start:
             on_start(index, point)
         try:
-            run(point.prepared, out / point.name, on_round)
+            run(point.prepared, out / point.name, on_round, verbose)
         except Exception as error:  # an interrupt ends the sweep too; the runs are kept either way
             done = ", ".join(p.name for p in finished) or "none"
             reason = str(error).splitlines()[0] if str(error) else type(error).__name__
