@@ -110,7 +110,10 @@ def run(scenario: Path = SCENARIO,
                     f"acc {row['accuracy']:.3f}  density {row['density']:.3f}  ok {row['clients_ok']}"
                     f"  failed {row['clients_failed']}  up {format_bytes(row['upload_bytes'])}"
                     f"  sim {row['sim_time_s']:.2f} s"))
-            summary = run_scenario(prepared, out, on_round, verbose)
+
+            def on_client(round_: int, done: int, total: int) -> None:
+                bar.update(task, status=f"round {round_}: clients {done}/{total} ...")
+            summary = run_scenario(prepared, out, on_round, verbose, on_client)
     stdout_console().print(summary_table(summary))
     stdout_console().print(f"run directory: {out}")
 
@@ -255,7 +258,10 @@ def sweep(scenario: Path = SCENARIO,
                 bar.update(rounds, completed=row["round"], status=(
                     f"acc {row['accuracy']:.3f}  density {row['density']:.3f}  ok {row['clients_ok']}"
                     f"  failed {row['clients_failed']}  up {format_bytes(row['upload_bytes'])}"))
-            frame = run_sweep(points, out, key, on_start, on_round, verbose)
+
+            def on_client(round_: int, done: int, total: int) -> None:
+                bar.update(rounds, status=f"round {round_}: clients {done}/{total} ...")
+            frame = run_sweep(points, out, key, on_start, on_round, verbose, on_client)
             bar.update(runs, completed=len(points), status="comparing")
     stdout_console().print(rich_table(frame))
     stdout_console().print(f"sweep directory: {out}")

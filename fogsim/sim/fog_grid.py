@@ -10,6 +10,7 @@ on the order in which Ray finished the clients.
 from __future__ import annotations
 
 import time
+from typing import Callable
 
 from flwr.app import Message, RecordDict
 from flwr.common import MessageType
@@ -17,13 +18,16 @@ from flwr.common import MessageType
 from fogsim.sim import fog
 
 CONNECT_TIMEOUT_S = 120
+PULL_INTERVAL_S = 0.1  # Flower's own InMemoryGrid default
 
 
 class FogGrid:
     """Wraps a Flower ``Grid``; ``round`` is advanced by the server at the end of each round."""
 
-    def __init__(self, grid, profiles: list, fraction: float, seed: int):
+    def __init__(self, grid, profiles: list, fraction: float, seed: int,
+                 on_reply: Callable[[int, int], None] | None = None):
         self.grid = grid
+        self.on_reply = on_reply  # (replies so far, messages sent), for training messages only
         self.profiles = profiles
         self.fraction = fraction
         self.seed = seed
@@ -68,11 +72,35 @@ class FogGrid:
         messages = list(messages)
         if not messages:
             return []
+        train = messages[0].metadata.message_type == MessageType.TRAIN
         replies = sorted(((self.device_of[r.metadata.src_node_id], r) for r in
-                          self.grid.send_and_receive(messages, timeout=timeout)), key=lambda pair: pair[0])
+                          self._push_and_pull(messages, timeout, self.on_reply if train else None)),
+                         key=lambda pair: pair[0])
         for device, reply in replies:
             if reply.has_error() and reply.error.code != fog.FAILED:
                 raise RuntimeError(f"device {device} crashed in round {self.round}: {reply.error.reason}")
-        if messages[0].metadata.message_type == MessageType.TRAIN:
+        if train:
             self.replies = replies
         return [reply for _, reply in replies]
+
+    def _push_and_pull(self, messages: list, timeout: float | None,
+                       on_reply: Callable[[int, int], None] | None) -> list[Message]:
+        """Flower's ``Grid.send_and_receive`` (push, then pull until every reply is in or ``timeout``
+        has passed), reporting the replies as they arrive; the order they arrive in is not used."""
+        msg_ids = set(self.grid.push_messages(messages))
+        total = len(msg_ids)
+        if on_reply is not None:
+            on_reply(0, total)
+        interval = getattr(self.grid, "pull_interval", PULL_INTERVAL_S)
+        end_time = time.time() + (timeout if timeout is not None else 0.0)
+        received: list[Message] = []
+        while timeout is None or time.time() < end_time:
+            new = list(self.grid.pull_messages(msg_ids))
+            received.extend(new)
+            msg_ids.difference_update({msg.metadata.reply_to_message_id for msg in new})
+            if new and on_reply is not None:
+                on_reply(total - len(msg_ids), total)
+            if not msg_ids:
+                break
+            time.sleep(interval)
+        return received

@@ -63,9 +63,10 @@ def quiet_flower(verbose: bool = False) -> None:
 
 
 def run(prepared: Prepared, out: Path, on_round: Callable[[dict], None] | None = None,
-        verbose: bool = False) -> dict:
+        verbose: bool = False, on_client: Callable[[int, int, int], None] | None = None) -> dict:
     """Run the simulation, writing the run directory ``out`` as rounds complete; return the summary.
 
+    ``on_client(round, replies, sampled)`` is called as the clients of a round reply.
     ``verbose`` lets Flower's and Ray's own logs through (quiet by default).
     """
     quiet_flower(verbose)
@@ -79,7 +80,8 @@ def run(prepared: Prepared, out: Path, on_round: Callable[[dict], None] | None =
     outcome: dict = {}
     start = time.perf_counter()
     try:
-        run_simulation(server_app=make_server_app(prepared.spec, prepared.data, files, outcome, on_round),
+        run_simulation(server_app=make_server_app(prepared.spec, prepared.data, files, outcome, on_round,
+                                                               on_client),
                        client_app=make_client_app(prepared.spec), num_supernodes=len(prepared.devices),
                        backend_config=backend_config(scenario, verbose))
     finally:

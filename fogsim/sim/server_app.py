@@ -100,8 +100,11 @@ def round_row(round_: int, accuracy: float, loss: float, device_accuracy: float,
 
 
 def make_server_app(spec: FleetSpec, data: Dataset, files: RunFiles, outcome: dict,
-                    on_round: Callable[[dict], None] | None = None) -> ServerApp:
-    """A ServerApp that runs ``spec`` and leaves ``rounds`` and ``clients`` rows in ``outcome``."""
+                    on_round: Callable[[dict], None] | None = None,
+                    on_client: Callable[[int, int, int], None] | None = None) -> ServerApp:
+    """A ServerApp that runs ``spec`` and leaves ``rounds`` and ``clients`` rows in ``outcome``.
+
+    ``on_client(round, replies, sampled)`` is called as the training replies of a round arrive."""
     scenario = spec.scenario
     app = ServerApp()
     test_x, test_y = data.test_x, data.test_y
@@ -113,7 +116,12 @@ def make_server_app(spec: FleetSpec, data: Dataset, files: RunFiles, outcome: di
 
     @app.main()
     def _main(grid: Grid, context: Context) -> None:
-        fog_grid = FogGrid(grid, [d.profile for d in spec.devices], scenario.fraction, scenario.seed)
+        def _on_reply(done: int, total: int) -> None:
+            if on_client is not None:
+                on_client(fog_grid.round, done, total)
+
+        fog_grid = FogGrid(grid, [d.profile for d in spec.devices], scenario.fraction, scenario.seed,
+                           on_reply=_on_reply if on_client is not None else None)
         fog_grid.discover()
         clock = [time.perf_counter()]
 

@@ -82,7 +82,8 @@ def plan(scenario: Path, key: str, values: list[str], sets: list[str] = ()) -> l
 
 def sweep(points: list[Point], out: Path, key: str,
           on_start: Callable[[int, Point], None] | None = None,
-          on_round: Callable[[dict], None] | None = None, verbose: bool = False) -> pd.DataFrame:
+          on_round: Callable[[dict], None] | None = None, verbose: bool = False,
+          on_client: Callable[[int, int, int], None] | None = None) -> pd.DataFrame:
     """Run every point into ``out/<name>`` in order, then write the comparison into ``out``."""
     from fogsim.sim.compare import load_run, name_runs, write_comparison
     from fogsim.sim.run import run
@@ -94,7 +95,8 @@ def sweep(points: list[Point], out: Path, key: str,
         if on_start:
             on_start(index, point)
         try:
-            run(point.prepared, out / point.name, on_round, verbose)
+            run(point.prepared, out / point.name, on_round, verbose,
+                **({"on_client": on_client} if on_client else {}))
         except Exception as error:  # an interrupt ends the sweep too; the runs are kept either way
             done = ", ".join(p.name for p in finished) or "none"
             reason = str(error).splitlines()[0] if str(error) else type(error).__name__
