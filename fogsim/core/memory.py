@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -126,16 +127,12 @@ class MemoryAccountant:
 
 # --- the layouts as real tensors ------------------------------------------------------------
 def pack_bits(mask: torch.Tensor) -> torch.Tensor:
-    """One bit per entry, little-endian within each byte (like ``numpy.packbits(bitorder='little')``)."""
-    flat = mask.flatten().to(torch.uint8)
-    flat = torch.cat([flat, flat.new_zeros((-flat.numel()) % 8)]).reshape(-1, 8)
-    weights = torch.tensor([1 << i for i in range(8)], dtype=torch.uint8)
-    return (flat * weights).sum(1, dtype=torch.uint8)
+    """One bit per entry, as ``numpy.packbits`` lays them out (the wire encoding uses the same)."""
+    return torch.from_numpy(np.packbits(mask.flatten().numpy()))
 
 
 def unpack_bits(bits: torch.Tensor, numel: int) -> torch.Tensor:
-    shifts = torch.arange(8, dtype=torch.uint8)
-    return ((bits.unsqueeze(1) >> shifts) & 1).flatten()[:numel].to(torch.bool)
+    return torch.from_numpy(np.unpackbits(bits.numpy(), count=numel).astype(bool))
 
 
 def pack(model: nn.Module, masks: MaskSet | None, optimizer: torch.optim.Optimizer,
