@@ -22,8 +22,8 @@ import pandas as pd
 import torch
 
 from fogsim.core.config import TrainConfig
-from fogsim.core.trainer import DeviceTrainer
 from fogsim.core.topology import Topology
+from fogsim.core.trainer import DeviceTrainer
 from fogsim.core.trainer import plan as make_plan
 from fogsim.data import DATASETS, Dataset, load_dataset
 from fogsim.errors import FogsimError
