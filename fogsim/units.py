@@ -37,6 +37,19 @@ def parse_bytes(text: str | int | float, *, what: str = "size") -> int:
     return size
 
 
+def size_field(what: str):
+    """A pydantic validator that reads a size as people write it into bytes (``Annotated[int, size_field(...)]``)."""
+    from pydantic import BeforeValidator
+
+    def _bytes(value):
+        try:
+            return parse_bytes(value, what=what)
+        except FogsimError as error:
+            raise ValueError(str(error)) from None
+
+    return BeforeValidator(_bytes)
+
+
 def format_bytes(size: float) -> str:
     """Binary units with three significant figures: ``1.50 MiB``, ``812 KiB``, ``96 B``."""
     for unit, scale in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):

@@ -23,7 +23,7 @@ def flower_overhead():
 
 def test_bare_flower_fedavg_trains_the_fleet(flower_overhead):
     prepared = flower_overhead.prepare_fleet(dataset="digits", devices=2, rounds=1)
-    assert len(prepared.devices) == 2 and not any(d.config.prunes for d in prepared.devices)
+    assert len(prepared.fleet) == 2 and not any(d.config.prunes for d in prepared.fleet)
     result = flower_overhead.run_bare(prepared)
     assert result.run == "bare" and result.rounds == 1
     assert 0.5 < result.accuracy <= 1.0, "one round of FedAvg on digits is well above chance (0.1)"

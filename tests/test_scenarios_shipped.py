@@ -17,5 +17,5 @@ def test_shipped_scenario_is_valid_and_feasible(path):
     if scenario.data.name == "fashion-mnist" and not FASHION.exists():
         pytest.skip("needs Debian's dataset-fashion-mnist (apt-get install dataset-fashion-mnist)")
     prepared = prepare(path)
-    assert len(prepared.devices) == sum(entry.count for entry in scenario.fleet)
-    assert all(d.plan.target_bytes <= d.plan.budget_bytes for d in prepared.devices)
+    assert len(prepared.fleet) == sum(entry.count for entry in scenario.fleet)
+    assert all(d.plan.target_bytes <= d.plan.budget_bytes for d in prepared.fleet)

@@ -1,16 +1,17 @@
-"""One device of the fleet driven round by round in-process (no Ray): mask, schedule, uploads, failures."""
+"""One device of the fleet driven round by round in-process (no Ray): state in messages, mask, schedule, uploads, failures."""
 
 from pathlib import Path
 
 import numpy as np
 import pytest
-from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
 from flwr.common import MessageType
 from flwr.supercore.task_identity import TaskIdentity
 
 from fogsim.models import build_model
 from fogsim.sim import fog
 from fogsim.sim.client_app import FleetSpec, dataset_of, train_device
+from fogsim.sim.device_state import DEVICE_KEY, MASK_KEY, pop_state, state_records, unpack_masks
 from fogsim.sim.fleet import build_fleet
 from fogsim.sim.partition import partition_indices
 from fogsim.sim.scenario import parse_scenario
@@ -37,50 +38,69 @@ def make_spec(failure_rate=0.0):
     return FleetSpec(scenario, devices, parts), data
 
 
-def instruction(arrays, round_, packed=True):
+def instruction(arrays, round_, device, state=None, packed=True):
+    """What the server's FogGrid sends: Flower's records plus the device and its state."""
     config = ConfigRecord({"server-round": round_})
     if packed:
         config[UPLOAD_ENCODING_KEY] = "packed"
-    return Message(RecordDict({"arrays": arrays, "config": config}), dst_node_id=1, message_type=MessageType.TRAIN)
+    return Message(RecordDict({"arrays": arrays, "config": config, **state_records(device, state)}),
+                   dst_node_id=1, message_type=MessageType.TRAIN)
 
 
 def test_mask_only_shrinks_and_target_is_reached_in_the_last_round():
     spec, data = make_spec()
-    context = Context(run_id=1, node_id=1, node_config={"partition-id": 0}, state=RecordDict(), run_config={})
     arrays = ArrayRecord(build_model("mlp-small", data.input_shape, data.num_classes, seed=0).state_dict())
-    previous, densities = None, []
+    previous, densities, state, steps = None, [], None, 0
     for round_ in (1, 3, 4):  # the device sits out round 2
-        reply = train_device(spec, 0, instruction(arrays, round_), context)
+        reply = train_device(spec, instruction(arrays, round_, 0, state))
         metrics = reply.content["metrics"]
         assert metrics["peak-memory-bytes"] <= metrics["budget-bytes"]
         assert metrics["unit-weight"] == 1, "strategy.weighting: uniform weights by this key"
         assert metrics["progress"] == round_ * len(spec.partitions[0])
-        state, masks = unpack_masked_state({k: a.numpy() for k, a in reply.content["arrays"].items()})
+        upload, masks = unpack_masked_state({k: a.numpy() for k, a in reply.content["arrays"].items()})
+        state = pop_state(reply.content)
+        assert DEVICE_KEY not in reply.content and MASK_KEY not in reply.content, "the strategy sees Flower's records"
+        assert state.steps > steps, "the schedule position carries over: steps count on from the last round"
+        steps = state.steps
+        carried = unpack_masks(state.mask, {k: m.shape for k, m in masks.items()})
+        assert all((carried[k] == masks[k]).all() for k in masks), "the state's mask is the one uploaded"
         if previous is not None:
             assert all(not (masks[k] & ~previous[k]).any() for k in masks), "a pruned entry came back"
         previous = masks
         densities.append(metrics["density"])
-        arrays = ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in state.items()})  # a server of one
+        arrays = ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in upload.items()})  # a server of one
     assert densities == sorted(densities, reverse=True)
     assert densities[-1] == pytest.approx(0.1, abs=0.002)
     assert 0.3 < reply.content["metrics"]["accuracy"] <= 1, "the last round reports the device's own accuracy"
 
 
+def test_the_mask_a_message_carries_is_applied_to_the_global_weights():
+    """A device receives dense global weights and its own mask; it never trains what its mask pruned."""
+    spec, data = make_spec()
+    dense = build_model("mlp-small", data.input_shape, data.num_classes, seed=0).state_dict()
+    first = pop_state(train_device(spec, instruction(ArrayRecord(dense), 1, 1)).content)
+    reply = train_device(spec, instruction(ArrayRecord(dense), 2, 1, first))
+    _, masks = unpack_masked_state({k: a.numpy() for k, a in reply.content["arrays"].items()})
+    before = unpack_masks(first.mask, {k: m.shape for k, m in masks.items()})
+    assert all(not (masks[k] & ~before[k]).any() for k in masks), "dense weights in, but the old mask holds"
+    fresh = pop_state(train_device(spec, instruction(ArrayRecord(dense), 2, 1)).content)
+    assert fresh.steps < pop_state(reply.content).steps, "without its state a device starts its schedule over"
+
+
 def test_fedavg_gets_a_dense_upload_with_zeros():
     spec, data = make_spec()
-    context = Context(run_id=1, node_id=1, node_config={"partition-id": 1}, state=RecordDict(), run_config={})
     arrays = ArrayRecord(build_model("mlp-small", data.input_shape, data.num_classes, seed=0).state_dict())
-    reply = train_device(spec, 1, instruction(arrays, 1, packed=False), context)
+    reply = train_device(spec, instruction(arrays, 1, 1, packed=False))
     weights = reply.content["arrays"]["1.weight"].numpy()
     assert weights.shape == (64, 64)
     assert np.count_nonzero(weights) < weights.size
     assert reply.content["metrics"]["upload-bytes"] == sum(a.numpy().nbytes for a in reply.content["arrays"].values())
+    assert reply.content["metrics"]["download-bytes"] == sum(a.numpy().nbytes for a in arrays.values()), \
+        "the state a message carries is the simulator's bookkeeping, not traffic"
 
 
-def test_a_failing_device_answers_with_an_error_and_keeps_its_state():
+def test_a_failing_device_answers_with_an_error():
     spec, data = make_spec(failure_rate=0.99)
-    context = Context(run_id=1, node_id=1, node_config={"partition-id": 0}, state=RecordDict(), run_config={})
     arrays = ArrayRecord(build_model("mlp-small", data.input_shape, data.num_classes, seed=0).state_dict())
-    reply = train_device(spec, 0, instruction(arrays, 1), context)
+    reply = train_device(spec, instruction(arrays, 1, 0))
     assert reply.has_error() and reply.error.code == fog.FAILED
-    assert len(context.state) == 0

@@ -2,6 +2,7 @@
 
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 
 from fogsim.core import MaskSet, Topology
@@ -14,16 +15,30 @@ def profile(availability=1.0, failure_rate=0.0):
 
 
 def test_participants_are_seeded_and_only_available_devices_are_sampled():
-    fleet = [profile(0.5) for _ in range(40)]
-    available, sampled = fog.participants(fleet, 0.5, seed=1, round_=3)
-    assert (available, sampled) == fog.participants(fleet, 0.5, seed=1, round_=3)
-    assert set(sampled) <= set(available) and 5 < len(available) < 35
-    assert len(sampled) == int(0.5 * len(available))
-    assert fog.participants(fleet, 0.5, seed=1, round_=4) != (available, sampled)
+    availability = np.full(40, 0.5)
+    available, sampled = fog.participants(availability, 0.5, seed=1, round_=3)
+    again = fog.participants(availability, 0.5, seed=1, round_=3)
+    assert available.tolist() == again[0].tolist() and sampled == again[1]
+    assert set(sampled) <= set(available.tolist()) and 5 < len(available) < 35
+    assert len(sampled) == int(0.5 * len(available)) <= fog.most_sampled(40, 0.5)
+    assert fog.participants(availability, 0.5, seed=1, round_=4)[1] != sampled
 
 
 def test_always_available_full_fraction_samples_everyone():
-    assert fog.participants([profile()] * 5, 1.0, seed=0, round_=1) == ([0, 1, 2, 3, 4], [0, 1, 2, 3, 4])
+    available, sampled = fog.participants(np.ones(5), 1.0, seed=0, round_=1)
+    assert available.tolist() == sampled == [0, 1, 2, 3, 4]
+
+
+def test_nobody_available_samples_nobody():
+    available, sampled = fog.participants(np.zeros(5), 1.0, seed=0, round_=1)
+    assert len(available) == 0 and sampled == []
+
+
+def test_sampling_a_big_fleet_costs_one_vectorised_draw():
+    """A round of a 100,000-device fleet samples its 100 devices without a Python loop over the fleet."""
+    availability = np.full(100_000, 0.9)
+    available, sampled = fog.participants(availability, 100 / 90_000, seed=0, round_=1)
+    assert 89_000 < len(available) < 91_000 and 98 <= len(sampled) <= fog.most_sampled(100_000, 100 / 90_000)
 
 
 def test_failures_follow_the_rate():

@@ -122,6 +122,6 @@ def test_scenario_with_a_derived_profile_prepares(tmp_path):
         "name": "t", "data": {"name": "digits"}, "model": "mlp-small", "rounds": 1, "training": {"batch_min": 8},
         "profiles": ["fleet-profiles.yaml"], "fleet": [{"profile": "samd21-256k", "count": 2}]}))
     prepared = prepare(scenario)
-    assert len(prepared.devices) == 2
-    assert all(d.profile.memory_budget == 256 * 1024 and d.profile.flops == 2e6 for d in prepared.devices)
-    assert prepared.devices[0].plan.budget_bytes == 256 * 1024
+    assert len(prepared.fleet) == 2
+    assert all(d.profile.memory_budget == 256 * 1024 and d.profile.flops == 2e6 for d in prepared.fleet)
+    assert prepared.fleet[0].plan.budget_bytes == 256 * 1024

@@ -1,48 +1,55 @@
-"""The Flower ``ClientApp``: each simulated node is one device of the fleet.
+"""The Flower ``ClientApp``: a node is a worker that simulates whichever device a message names.
 
-Thin glue around the DynHP core. In each round it takes part in, a device
+Thin glue around the DynHP core. Each training message names a device and carries its state
+(mask and schedule position, kept by the server between the device's rounds: see
+``device_state``). In a round it takes part in, the device
 
 1. builds the model from the global weights it receives and applies *its own* mask to them
-   (kept in ``Context.state`` between rounds, so the mask never regrows);
+   (so the mask never regrows);
 2. resumes its schedule: its progress, in samples, is set to where it would be had it trained
    in every round (``(round - 1) / rounds`` of its horizon ``rounds x epochs x partition size``),
    so a device sampled in few rounds still reaches its target compression by the last round;
 3. trains ``epochs`` passes of its partition with ``DeviceTrainer`` under its budget;
 4. uploads only the kept entries (``masked-fedavg``) or the dense model with zeros (``fedavg``)
-   and reports examples, loss, density, (in the last round) its own model's test accuracy, peak memory, batch sizes, bytes and simulated time.
+   and reports examples, loss, density, (in the last round) its own model's test accuracy, peak
+   memory, batch sizes, bytes and simulated time, and sends its new state back.
 
-A device that fails this round (``fog.fails``) answers with an error and keeps its old state.
+A device that fails this round (``fog.fails``) answers with an error; the server keeps its old state.
+The fleet description (``FleetSpec``) reaches each worker process once, through Ray's object
+store (``shared.SharedSpec``); messages carry only what differs per device.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Callable
 
 import numpy as np
 import torch
-from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Error, Message, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, Context, Error, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from fogsim.core import DeviceTrainer
 from fogsim.data import Dataset, load_dataset
 from fogsim.models import build_model
 from fogsim.sim import fog
-from fogsim.sim.fleet import Device
+from fogsim.sim.device_state import DeviceState, pack_masks, read_state, state_records, unpack_masks
+from fogsim.sim.fleet import Fleet
+from fogsim.sim.partition import Partitions
 from fogsim.sim.scenario import Scenario
 from strategies import UPLOAD_ENCODING_KEY, dense_masked_state, encoded_nbytes, pack_masked_state
 
-STATE_KEY, MASK_KEY = "fogsim", "fogsim-mask"
 UNIFORM_WEIGHT_KEY = "unit-weight"  # what the strategy weights by when strategy.weighting is uniform
 
 
 @dataclass(frozen=True)
 class FleetSpec:
-    """What every client needs to know; small and picklable (partitions are row indices)."""
+    """What every worker needs to know, sent to each once: the scenario, its fleet and the split."""
 
     scenario: Scenario
-    devices: list[Device]
-    partitions: list[np.ndarray]
+    fleet: Fleet
+    partitions: Partitions
 
 
 @lru_cache(maxsize=2)
@@ -56,28 +63,28 @@ def dataset_of(scenario: Scenario) -> Dataset:
     return cached_dataset(data.name, data.root, data.download, scenario.seed)
 
 
-def _restore(trainer: DeviceTrainer, context: Context, progress: int) -> None:
-    if STATE_KEY not in context.state:
+def _restore(trainer: DeviceTrainer, state: DeviceState | None, progress: int) -> None:
+    if state is None:
         trainer.load_state_dict({**trainer.state_dict(), "progress": progress})
         return
-    saved = context.state[STATE_KEY]
-    masks = {k: torch.from_numpy(a.numpy().copy()) for k, a in context.state[MASK_KEY].items()} \
-        if MASK_KEY in context.state else {}
-    trainer.load_state_dict({"masks": masks, "progress": progress, "steps": int(saved["steps"]),
-                             "next_prune": float(saved["next_prune"])})
+    masks = {} if state.mask is None else {
+        name: torch.from_numpy(mask.copy()) for name, mask in
+        unpack_masks(state.mask, {n: tuple(trainer.masks.masks[n].shape) for n in trainer.topology.prunable}).items()}
+    trainer.load_state_dict({"masks": masks, "progress": progress, "steps": state.steps,
+                             "next_prune": state.next_prune})
 
 
-def _save(trainer: DeviceTrainer, context: Context) -> None:
+def _state(trainer: DeviceTrainer) -> DeviceState:
     state = trainer.state_dict()
-    context.state[STATE_KEY] = ConfigRecord({"steps": state["steps"], "next_prune": float(state["next_prune"]),
-                                             "progress": state["progress"]})
-    if state["masks"]:
-        context.state[MASK_KEY] = ArrayRecord({k: Array(v.numpy()) for k, v in state["masks"].items()})
+    mask = pack_masks(state["masks"], trainer.topology.prunable) if state["masks"] else None
+    return DeviceState(int(state["steps"]), float(state["next_prune"]), mask)
 
 
-def train_device(spec: FleetSpec, device_id: int, msg: Message, context: Context) -> Message:
+def train_device(spec: FleetSpec, msg: Message) -> Message:
+    """Simulate the device ``msg`` names for one round."""
     scenario = spec.scenario
-    device = spec.devices[device_id]
+    device_id, state = read_state(msg.content)
+    device = spec.fleet[device_id]
     round_ = int(msg.content["config"]["server-round"])
     if fog.fails(device.profile.failure_rate, scenario.seed, round_, device_id):
         return Message(Error(code=fog.FAILED, reason=f"device {device_id} dropped out mid-round {round_}"), reply_to=msg)
@@ -92,7 +99,7 @@ def train_device(spec: FleetSpec, device_id: int, msg: Message, context: Context
     trainer = DeviceTrainer(model, data.input_shape, data.num_classes, device.config,
                             horizon=scenario.rounds * per_round, budget=device.profile.memory_budget,
                             device=device.label)
-    _restore(trainer, context, progress=(round_ - 1) * per_round)
+    _restore(trainer, state, progress=(round_ - 1) * per_round)
     flops_before = fog.forward_flops(trainer.topology, trainer.masks)
     steps = trainer.train(x, y, per_round, generator=fog.generator(scenario.seed, round_, device_id))
     accuracy = float("nan")
@@ -100,8 +107,6 @@ def train_device(spec: FleetSpec, device_id: int, msg: Message, context: Context
         trainer.finish()
         limit = scenario.evaluation.test_samples
         accuracy, _ = trainer.evaluate(data.test_x[:limit], data.test_y[:limit])  # what this tier ends with
-    _save(trainer, context)
-
     flops = fog.training_flops((flops_before + fog.forward_flops(trainer.topology, trainer.masks)) / 2, per_round)
     weights = {k: v.detach().numpy() for k, v in model.state_dict().items()}
     masks = {name: (trainer.masks.masks[name] if trainer.masks is not None else torch.ones_like(model.get_parameter(name),
@@ -128,23 +133,21 @@ def train_device(spec: FleetSpec, device_id: int, msg: Message, context: Context
         "sim-time-s": fog.device_seconds(device.profile, flops, download_bytes, upload_bytes),
     })
     content = RecordDict({"arrays": ArrayRecord({k: Array(np.asarray(v)) for k, v in upload.items()}),
-                          "metrics": metrics})
+                          "metrics": metrics, **state_records(None, _state(trainer))})
     return Message(content, reply_to=msg)
 
 
-def make_client_app(spec: FleetSpec) -> ClientApp:
-    """A ClientApp whose node with partition id ``i`` is device ``i`` of ``spec``."""
+def make_client_app(spec: Callable[[], FleetSpec]) -> ClientApp:
+    """A ClientApp that simulates the devices of ``spec()`` that its messages name.
+
+    ``spec`` is called in the worker, once per message; ``shared.SharedSpec`` makes that a
+    lookup after the first, so the fleet description is not pickled with every message.
+    """
     app = ClientApp()
 
     @app.train()
     def _train(msg: Message, context: Context) -> Message:
         torch.set_num_threads(1)  # one Ray CPU per client; more threads only fight each other
-        return train_device(spec, int(context.node_config["partition-id"]), msg, context)
-
-    @app.query()
-    def _whoami(msg: Message, context: Context) -> Message:
-        """The server maps Flower's random node ids to device ids with this, once, before round 1."""
-        device_id = int(context.node_config["partition-id"])
-        return Message(RecordDict({"device": MetricRecord({"device-id": device_id})}), reply_to=msg)
+        return train_device(spec(), msg)
 
     return app

@@ -34,21 +34,21 @@ def _flops(rate: float) -> str:
 def plan_table(prepared) -> Table:
     """One row per fleet entry: what its devices may use and what their training needs."""
     scenario = prepared.scenario
-    table = Table(title=f"{scenario.name}: {len(prepared.devices)} devices, {scenario.pruning.method} on "
+    table = Table(title=f"{scenario.name}: {len(prepared.fleet)} devices, {scenario.pruning.method} on "
                         f"{scenario.model} / {scenario.data.name} ({scenario.data.partition.kind}), "
                         f"{scenario.strategy.name}, {scenario.rounds} rounds")
     for column in ("fleet entry", "devices", "budget", "dense needs", "target needs", "start density",
                    "target compression", "batch", "samples / device"):
         table.add_column(column, justify="left" if column == "fleet entry" else "right")
-    for index, entry in enumerate(scenario.fleet):
-        devices = [d for d in prepared.devices if d.entry == index]
-        plan = devices[0].plan
-        sizes = [len(prepared.spec.partitions[d.id]) for d in devices]
+    sizes = prepared.spec.partitions.sizes()
+    for tier in prepared.fleet.tiers:
+        plan = tier.plan
+        low, high = int(sizes[tier.ids].min()), int(sizes[tier.ids].max())
         start = f"{plan.start_density:.3f} (one-shot)" if plan.one_shot else "1"
-        table.add_row(f"fleet[{index}] {entry.profile}", str(len(devices)), format_bytes(plan.budget_bytes),
+        table.add_row(f"fleet[{tier.entry}] {tier.profile_name}", str(tier.count), format_bytes(plan.budget_bytes),
                       format_bytes(plan.dense_bytes), format_bytes(plan.target_bytes), start,
                       f"{1 / plan.target_density:.3g}x", f"{plan.batch_min}..{plan.batch_max}",
-                      f"{min(sizes)}..{max(sizes)}" if min(sizes) != max(sizes) else str(sizes[0]))
+                      f"{low}..{high}" if low != high else str(low))
     return table
 
 

@@ -33,15 +33,24 @@ def _rng(seed: int, round_: int, stream: int, device: int = 0) -> np.random.Gene
     return np.random.default_rng([seed, round_, stream, device])
 
 
-def participants(profiles: list, fraction: float, seed: int, round_: int) -> tuple[list[int], list[int]]:
-    """Device ids available in ``round_`` and those sampled among them, both in id order."""
-    draws = _rng(seed, round_, AVAILABILITY).random(len(profiles))
-    available = [i for i, p in enumerate(profiles) if draws[i] < p.availability]
-    if not available:
-        return [], []
+def participants(availability: np.ndarray, fraction: float, seed: int, round_: int) -> tuple[np.ndarray, list[int]]:
+    """Device ids available in ``round_`` and those sampled among them, both in id order.
+
+    ``availability`` holds every device's probability of joining a round (``Fleet.per_device``);
+    one vectorised draw per device, so a round of a 100,000-device fleet samples in a millisecond.
+    """
+    draws = _rng(seed, round_, AVAILABILITY).random(len(availability))
+    available = np.flatnonzero(draws < availability)
+    if not len(available):
+        return available, []
     size = max(1, int(fraction * len(available)))
     sampled = _rng(seed, round_, SAMPLING).choice(available, size=size, replace=False)
     return available, sorted(int(i) for i in sampled)
+
+
+def most_sampled(devices: int, fraction: float) -> int:
+    """The most devices ``participants`` can sample in one round of a fleet of ``devices``."""
+    return max(1, int(fraction * devices))
 
 
 def fails(failure_rate: float, seed: int, round_: int, device: int) -> bool:

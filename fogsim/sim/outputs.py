@@ -21,6 +21,10 @@ CLIENT_COLUMNS = ["round", "client_id", "profile", "budget_bytes", "peak_memory_
                   "batch_size_max", "density", "num_examples", "train_loss", "accuracy", "progress", "upload_bytes",
                   "download_bytes", "compute_s", "sim_time_s", "failed"]
 WALL_COLUMNS = ["wall_time_s"]  # the only columns that differ between two runs of one seed
+TEXT_COLUMNS = {"profile"}
+INT_COLUMNS = {"round", "client_id", "budget_bytes", "peak_memory_bytes", "batch_size_min", "batch_size_max",
+               "num_examples", "progress", "upload_bytes", "download_bytes", "clients_available", "clients_sampled",
+               "clients_ok", "clients_failed", "failed"}
 
 
 class CsvLog:
@@ -63,15 +67,31 @@ class RunFiles:
         self.clients.close()
 
 
-def summarize(name: str, rounds: list[dict], clients: list[dict], devices: list, wall_time_s: float) -> dict:
+def read_rows(path: Path) -> list[dict]:
+    """The rows of a CSV this module wrote, typed as they were written; an empty cell is a missing key."""
+    def typed(column: str, text: str):
+        if column in TEXT_COLUMNS:
+            return text
+        return int(text) if column in INT_COLUMNS else float(text)
+
+    with open(path, newline="") as file:
+        return [{k: typed(k, v) for k, v in row.items() if v != ""} for row in csv.DictReader(file)]
+
+
+def read_run(out: Path) -> tuple[list[dict], list[dict]]:
+    """The round rows and client rows of the run directory ``out``."""
+    return read_rows(out / "rounds.csv"), read_rows(out / "clients.csv")
+
+
+def summarize(name: str, rounds: list[dict], clients: list[dict], fleet, wall_time_s: float) -> dict:
     """Totals of the run and, per profile, what the devices of that tier cost."""
     last = rounds[-1] if rounds else {}
     tiers = {}
-    for device in devices:
-        tier = tiers.setdefault(device.profile_name, {"devices": 0, "budget_bytes": device.plan.budget_bytes,
-                                                      "target_compression": 1 / device.plan.target_density,
-                                                      "start_density": device.plan.start_density})
-        tier["devices"] += 1
+    for t in fleet.tiers:
+        tier = tiers.setdefault(t.profile_name, {"devices": 0, "budget_bytes": t.plan.budget_bytes,
+                                                 "target_compression": 1 / t.plan.target_density,
+                                                 "start_density": t.plan.start_density})
+        tier["devices"] += t.count
     for profile, tier in tiers.items():
         ok = [c for c in clients if c["profile"] == profile and not c["failed"]]
         tier["rounds_trained"] = len(ok)

@@ -18,20 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from fogsim.errors import FogsimError
 from fogsim.sim.yamlfile import describe, read_yaml
-from fogsim.units import parse_bytes
+from fogsim.units import size_field
 
 BUILTIN_DIR = Path(__file__).resolve().parent.parent / "profiles"
-
-
-def _size(value):
-    try:
-        return parse_bytes(value, what="memory budget")
-    except FogsimError as error:
-        raise ValueError(str(error)) from None
 
 
 class Profile(BaseModel):
@@ -40,7 +33,7 @@ class Profile(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     description: str = Field("", description="what the device is")
-    memory_budget: Annotated[int, BeforeValidator(_size)] = Field(
+    memory_budget: Annotated[int, size_field("memory budget")] = Field(
         description="bytes the device may use for training, e.g. 512KiB, 2MiB")
     flops: float = Field(gt=0, description="sustained compute speed, FLOP/s")
     uplink: float = Field(gt=0, description="upload bandwidth, bit/s")

@@ -16,9 +16,11 @@ from typing import Callable
 
 from fogsim.data import Dataset, load_dataset
 from fogsim.errors import FogsimError
+from fogsim.sim import fog
 from fogsim.sim.client_app import FleetSpec, make_client_app
-from fogsim.sim.fleet import Device, build_fleet
-from fogsim.sim.outputs import RunFiles, summarize
+from fogsim.sim.cluster import init_args, resolve_address, start_ray, stop_ray
+from fogsim.sim.fleet import Fleet, build_fleet
+from fogsim.sim.outputs import RunFiles, read_run, summarize
 from fogsim.sim.partition import partition_indices
 from fogsim.sim.scenario import Scenario, load_scenario, resolved_yaml
 
@@ -29,7 +31,7 @@ class Prepared:
 
     scenario: Scenario
     data: Dataset
-    devices: list[Device]
+    fleet: Fleet
     spec: FleetSpec
 
 
@@ -40,16 +42,20 @@ def prepare(path: str | Path, sets: list[str] = ()) -> Prepared:
         data = load_dataset(d.name, root=d.root, download=d.download, seed=scenario.seed)
     except FogsimError as error:
         raise FogsimError(f"data.name: {error}") from None
-    devices = build_fleet(scenario, Path(path).parent, data.input_shape, data.num_classes)
-    partitions = partition_indices(data.train_y.numpy(), d.partition, len(devices), scenario.seed)
-    return Prepared(scenario, data, devices, FleetSpec(scenario, devices, partitions))
+    fleet = build_fleet(scenario, Path(path).parent, data.input_shape, data.num_classes)
+    resolve_address(scenario.simulation.address)
+    partitions = partition_indices(data.train_y.numpy(), d.partition, len(fleet), scenario.seed)
+    return Prepared(scenario, data, fleet, FleetSpec(scenario, fleet, partitions))
 
 
 def backend_config(scenario: Scenario, verbose: bool = False) -> dict:
-    sim = scenario.simulation
-    init = {"logging_level": "INFO" if verbose else "ERROR", "log_to_driver": verbose}
-    init.update({"address": sim.address} if sim.address else {"num_cpus": sim.num_cpus})
-    return {"client_resources": {"num_cpus": sim.client_cpus}, "init_args": init}
+    return {"client_resources": {"num_cpus": scenario.simulation.client_cpus},
+            "init_args": init_args(scenario.simulation, verbose)}
+
+
+def nodes_for(scenario: Scenario, devices: int) -> int:
+    """Flower nodes to start: ``simulation.nodes``, or one per device a round can sample."""
+    return scenario.simulation.nodes or fog.most_sampled(devices, scenario.fraction)
 
 
 def quiet_flower(verbose: bool = False) -> None:
@@ -74,23 +80,26 @@ def run(prepared: Prepared, out: Path, on_round: Callable[[dict], None] | None =
 
     from fogsim.sim.plots import plot_run
     from fogsim.sim.server_app import make_server_app
+    from fogsim.sim.shared import SharedSpec
 
     scenario = prepared.scenario
+    nodes = nodes_for(scenario, len(prepared.fleet))
     files = RunFiles(out, resolved_yaml(scenario))
-    outcome: dict = {}
     start = time.perf_counter()
     try:
-        run_simulation(server_app=make_server_app(prepared.spec, prepared.data, files, outcome, on_round,
-                                                               on_client),
-                       client_app=make_client_app(prepared.spec), num_supernodes=len(prepared.devices),
-                       backend_config=backend_config(scenario, verbose))
+        start_ray(scenario.simulation, verbose)
+        server = make_server_app(prepared.spec, prepared.data, files, nodes, scenario.simulation.state_memory,
+                                 on_round, on_client)
+        run_simulation(server_app=server, client_app=make_client_app(SharedSpec(prepared.spec)),
+                       num_supernodes=nodes, backend_config=backend_config(scenario, verbose))
     finally:
         files.close()
-    if len(outcome.get("rounds", [])) != scenario.rounds:
-        raise RuntimeError(f"the simulation ended after {len(outcome.get('rounds', []))} of {scenario.rounds} "
+        stop_ray()
+    rounds, clients = read_run(out)
+    if len(rounds) != scenario.rounds:
+        raise RuntimeError(f"the simulation ended after {len(rounds)} of {scenario.rounds} "
                            f"rounds; the finished ones are in {out}")
-    summary = summarize(scenario.name, outcome["rounds"], outcome["clients"], prepared.devices,
-                        time.perf_counter() - start)
+    summary = summarize(scenario.name, rounds, clients, prepared.fleet, time.perf_counter() - start)
     files.write_summary(summary)
     plot_run(out)
     return summary

@@ -11,16 +11,17 @@ import copy
 import json
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from fogsim.core.config import TrainConfig
 from fogsim.data import DATASETS
 from fogsim.errors import FogsimError
 from fogsim.models import MODELS
 from fogsim.sim.yamlfile import describe, key_path, read_yaml
+from fogsim.units import size_field
 
 _CORE = TrainConfig.model_fields
 
@@ -36,14 +37,30 @@ def _one_of(name: str, known: tuple[str, ...], what: str) -> str:
 
 
 class Partition(_Section):
-    """How the training set is split across the fleet (Flower Datasets' partitioners)."""
+    """How the training set is split across the fleet (Flower Datasets' partitioners), or drawn per device."""
 
     kind: Literal["iid", "dirichlet", "shards"] = Field(
         "iid", description="iid: equal random shares; dirichlet: label shares drawn from Dir(alpha) per class; "
         "shards: each device gets a few label-sorted shards")
-    alpha: float = Field(0.5, gt=0, description="Dirichlet concentration (dirichlet only): small is more skewed")
+    alpha: float = Field(0.5, gt=0, description="Dirichlet concentration (dirichlet only): small is more skewed; "
+                         "with per_device, of each device's own class proportions")
     shards_per_device: int = Field(2, ge=1, description="label-sorted shards per device (shards only)")
-    min_size: int = Field(10, ge=0, description="smallest partition the Dirichlet split accepts (dirichlet only)")
+    min_size: int = Field(10, ge=0, description="smallest partition the Dirichlet split accepts (dirichlet only; "
+                          "per_device ignores it)")
+    per_device: int | None = Field(
+        None, ge=1, description="instead of splitting the set, every device draws this many distinct samples of "
+        "its own, seeded by (seed, device id), so devices may share samples and the fleet may outnumber the set; "
+        "iid: a uniform draw; dirichlet: class proportions from Dir(alpha), class counts from a multinomial "
+        "(a class's shortfall redrawn over the classes with samples left), then a uniform draw within each class; "
+        "not with shards (default: split)")
+
+    @field_validator("per_device")
+    @classmethod
+    def _drawable(cls, per_device: int | None, info: ValidationInfo) -> int | None:
+        if per_device is not None and info.data.get("kind") == "shards":
+            raise ValueError("shards split the set and cannot be drawn per device; use kind iid or dirichlet, "
+                             "or remove per_device")
+        return per_device
 
 
 class Data(_Section):
@@ -144,7 +161,16 @@ class Simulation(_Section):
 
     num_cpus: int = Field(2, ge=1, description="CPUs Ray may use on this machine (ignored with address)")
     client_cpus: float = Field(1.0, gt=0, description="CPUs reserved by each running client")
-    address: str | None = Field(None, description="address of an existing Ray cluster (default: start one here)")
+    address: str | None = Field(
+        None, description="an existing Ray cluster to run on: its address (host:port or ray://host:port), or auto "
+        "for the one the RAY_ADDRESS environment variable names (default: start Ray on this machine)")
+    nodes: int | None = Field(
+        None, ge=1, description="Flower nodes (worker slots) that simulate the devices; any node simulates any "
+        "device, so this is concurrency, not fleet size, and results do not depend on it (default: the most "
+        "devices a round can sample, so each gets its own node)")
+    state_memory: Annotated[int, size_field("state memory")] = Field(
+        1024**3, description="bytes of memory for the devices' masks kept between rounds, e.g. 512MiB (each "
+        "distinct mask is kept once); masks beyond it are written to a temporary directory")
 
 
 class Evaluation(_Section):

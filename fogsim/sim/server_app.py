@@ -20,6 +20,7 @@ union model above is not what any device holds.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -31,30 +32,10 @@ from fogsim.core import Topology, evaluate
 from fogsim.data import Dataset
 from fogsim.models import build_model
 from fogsim.sim.client_app import UNIFORM_WEIGHT_KEY, FleetSpec
+from fogsim.sim.device_state import DeviceStates, pack_masks, unpack_masks
 from fogsim.sim.fog_grid import FogGrid
 from fogsim.sim.outputs import RunFiles
-from strategies import STRATEGIES, unpack_masked_state
-
-
-def mask_key(masks: dict[str, torch.Tensor], prunable: list[str]) -> bytes:
-    """A compact identity of a set of masks, to evaluate each distinct one once."""
-    return b"".join(np.packbits(masks[n].numpy()).tobytes() for n in prunable)
-
-
-def client_masks(replies: list, prunable: list[str]) -> list[tuple[int, dict[str, torch.Tensor]]]:
-    """``(examples, masks)`` of every client that finished the round, read from its upload.
-
-    A packed upload carries its masks; a dense one (for Flower's FedAvg) has zeros exactly where
-    the device pruned, so its mask is its non-zero entries.
-    """
-    out = []
-    for _, reply in replies:
-        if reply.has_error():
-            continue
-        state, masks = unpack_masked_state({k: a.numpy() for k, a in reply.content["arrays"].items()})
-        out.append((int(reply.content["metrics"]["num-examples"]),
-                    {name: torch.from_numpy(masks[name] if name in masks else state[name] != 0) for name in prunable}))
-    return out
+from strategies import STRATEGIES
 
 
 def masked(state: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -68,9 +49,9 @@ def union(masks: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
 def client_rows(spec: FleetSpec, grid: FogGrid) -> list[dict]:
     rows = []
     for device_id, reply in grid.replies:
-        device = spec.devices[device_id]
-        row = {"round": grid.round, "client_id": device_id, "profile": device.profile_name,
-               "budget_bytes": device.plan.budget_bytes, "failed": int(reply.has_error())}
+        tier = spec.fleet.tier_of(device_id)
+        row = {"round": grid.round, "client_id": device_id, "profile": tier.profile_name,
+               "budget_bytes": tier.plan.budget_bytes, "failed": int(reply.has_error())}
         if not reply.has_error():
             m = reply.content["metrics"]
             row.update(peak_memory_bytes=m["peak-memory-bytes"], batch_size_min=m["batch-size-min"],
@@ -81,15 +62,14 @@ def client_rows(spec: FleetSpec, grid: FogGrid) -> list[dict]:
     return rows
 
 
-def round_row(round_: int, accuracy: float, loss: float, device_accuracy: float, global_density: float,
-              clients: list[dict],
-              grid: FogGrid, wall_time_s: float) -> dict:
+def round_row(round_: int, evaluation: "Evaluation", clients: list[dict], grid: FogGrid, wall_time_s: float) -> dict:
     ok = [c for c in clients if not c["failed"]]
     examples = sum(c["num_examples"] for c in ok)
     return {
-        "round": round_, "accuracy": accuracy, "loss": loss, "device_accuracy": device_accuracy,
+        "round": round_, "accuracy": evaluation.accuracy, "loss": evaluation.loss,
+        "device_accuracy": evaluation.device_accuracy,
         "density": sum(c["density"] * c["num_examples"] for c in ok) / examples if examples else float("nan"),
-        "global_density": global_density,
+        "global_density": evaluation.global_density,
         "upload_bytes": sum(c["upload_bytes"] for c in ok),
         "download_bytes": sum(c["download_bytes"] for c in ok),
         "sim_time_s": max((c["sim_time_s"] for c in ok), default=0.0),
@@ -99,75 +79,119 @@ def round_row(round_: int, accuracy: float, loss: float, device_accuracy: float,
     }
 
 
-def make_server_app(spec: FleetSpec, data: Dataset, files: RunFiles, outcome: dict,
+@dataclass(frozen=True)
+class Evaluation:
+    accuracy: float
+    loss: float
+    device_accuracy: float
+    global_density: float
+
+
+class RoundEnd:
+    """The server's end of every round: evaluate the new global model, record the round, sample the next.
+
+    Flower's strategy loop calls it as its central evaluation hook (``evaluate_fn``) after
+    round 0 (before any training) and after every round; what it returns, the round's row,
+    is what the strategy's ``Result`` keeps per round.
+    """
+
+    def __init__(self, spec: FleetSpec, data: Dataset, files: RunFiles, grid: FogGrid,
+                 on_round: Callable[[dict], None] | None = None):
+        scenario = spec.scenario
+        self.spec, self.files, self.grid, self.on_round = spec, files, grid, on_round
+        self.test_x, self.test_y = data.test_x, data.test_y
+        if scenario.evaluation.test_samples is not None:
+            self.test_x = self.test_x[:scenario.evaluation.test_samples]
+            self.test_y = self.test_y[:scenario.evaluation.test_samples]
+        self.model = build_model(scenario.model, data.input_shape, data.num_classes)
+        self.prunable = Topology(self.model, data.input_shape).prunable
+        self.shapes = {n: tuple(self.model.get_parameter(n).shape) for n in self.prunable}
+        self.clock = time.perf_counter()
+
+    def __call__(self, round_: int, arrays: ArrayRecord) -> MetricRecord | None:
+        row = self.record(round_, self.evaluate(arrays)) if round_ > 0 else None
+        self.grid.start_round(round_ + 1)
+        self.clock = time.perf_counter()
+        return MetricRecord(row) if row is not None else None
+
+    def client_masks(self) -> list[tuple[int, bytes, dict[str, torch.Tensor]]]:
+        """``(examples, packed mask, masks)`` of every client that finished the round, from its state."""
+        out = []
+        for device, reply in self.grid.replies:
+            if reply.has_error():
+                continue
+            bits = self.grid.states.get(device).mask
+            masks = {n: torch.from_numpy(m) for n, m in unpack_masks(bits, self.shapes).items()} if bits is not None \
+                else {n: torch.ones(shape, dtype=torch.bool) for n, shape in self.shapes.items()}
+            out.append((int(reply.content["metrics"]["num-examples"]), self.key(masks), masks))
+        return out
+
+    def key(self, masks: dict[str, torch.Tensor]) -> bytes:
+        return pack_masks({n: m.numpy() for n, m in masks.items()}, self.prunable).tobytes()
+
+    def evaluate(self, arrays: ArrayRecord) -> Evaluation:
+        """The global model on the test set, on the entries some client of the round kept and under
+        each client's own mask."""
+        state = arrays.to_torch_state_dict()
+        clients = self.client_masks()
+        everyone = union([masks for _, _, masks in clients])
+        self.model.load_state_dict(masked(state, everyone))
+        accuracy, loss = evaluate(self.model, self.test_x, self.test_y)
+        state = {k: v.clone() for k, v in self.model.state_dict().items()}  # load_state_dict below writes in place
+        device_accuracy = float("nan")
+        if self.spec.scenario.evaluation.device_masks and clients:
+            # Devices often share a mask (always, without pruning): one test pass per distinct mask.
+            seen = {self.key(everyone): accuracy}
+            scores = []
+            for examples, key, masks in clients:
+                if key not in seen:
+                    self.model.load_state_dict(masked(state, masks))
+                    seen[key] = evaluate(self.model, self.test_x, self.test_y)[0]
+                scores.append((examples, seen[key]))
+            device_accuracy = sum(n * a for n, a in scores) / sum(n for n, _ in scores)
+        kept = sum(int(torch.count_nonzero(state[n])) for n in self.prunable)
+        density = kept / sum(state[n].numel() for n in self.prunable)
+        return Evaluation(accuracy, loss, device_accuracy, density)
+
+    def record(self, round_: int, evaluation: Evaluation) -> dict:
+        """Write the round's client rows and its row; report the row."""
+        wall_time_s = time.perf_counter() - self.clock
+        clients = client_rows(self.spec, self.grid)
+        row = round_row(round_, evaluation, clients, self.grid, wall_time_s)
+        self.files.write_round(row, clients)
+        if self.on_round is not None:
+            self.on_round(row)
+        return row
+
+
+def make_server_app(spec: FleetSpec, data: Dataset, files: RunFiles, nodes: int, state_memory_bytes: int,
                     on_round: Callable[[dict], None] | None = None,
                     on_client: Callable[[int, int, int], None] | None = None) -> ServerApp:
-    """A ServerApp that runs ``spec`` and leaves ``rounds`` and ``clients`` rows in ``outcome``.
+    """A ServerApp that runs ``spec`` over ``nodes`` worker nodes, writing each round to ``files``.
 
     ``on_client(round, replies, sampled)`` is called as the training replies of a round arrive."""
     scenario = spec.scenario
     app = ServerApp()
-    test_x, test_y = data.test_x, data.test_y
-    if scenario.evaluation.test_samples is not None:
-        test_x, test_y = test_x[:scenario.evaluation.test_samples], test_y[:scenario.evaluation.test_samples]
     initial = build_model(scenario.model, data.input_shape, data.num_classes, seed=scenario.seed)
-    prunable = Topology(initial, data.input_shape).prunable
-    outcome.update(rounds=[], clients=[])
 
     @app.main()
     def _main(grid: Grid, context: Context) -> None:
         def _on_reply(done: int, total: int) -> None:
-            if on_client is not None:
-                on_client(fog_grid.round, done, total)
+            on_client(fog_grid.round, done, total)
 
-        fog_grid = FogGrid(grid, [d.profile for d in spec.devices], scenario.fraction, scenario.seed,
+        states = DeviceStates(len(spec.fleet), state_memory_bytes)
+        availability = spec.fleet.per_device([t.profile.availability for t in spec.fleet.tiers])
+        fog_grid = FogGrid(grid, availability, scenario.fraction, scenario.seed, states, nodes,
                            on_reply=_on_reply if on_client is not None else None)
-        fog_grid.discover()
-        clock = [time.perf_counter()]
-
-        def _end_of_round(round_: int, arrays: ArrayRecord) -> MetricRecord | None:
-            if round_ == 0:
-                fog_grid.start_round(1)
-                clock[0] = time.perf_counter()
-                return None
-            model = build_model(scenario.model, data.input_shape, data.num_classes)
-            state = arrays.to_torch_state_dict()
-            clients_masks = client_masks(fog_grid.replies, prunable)
-            everyone = union([m for _, m in clients_masks])
-            model.load_state_dict(masked(state, everyone))
-            accuracy, loss = evaluate(model, test_x, test_y)
-            state = {k: v.clone() for k, v in model.state_dict().items()}  # load_state_dict below writes in place
-            device_accuracy = float("nan")
-            if scenario.evaluation.device_masks and clients_masks:
-                # Devices often share a mask (always, without pruning): one test pass per distinct mask.
-                seen = {mask_key(everyone, prunable): accuracy}
-                scores = []
-                for examples, masks in clients_masks:
-                    key = mask_key(masks, prunable)
-                    if key not in seen:
-                        model.load_state_dict(masked(state, masks))
-                        seen[key] = evaluate(model, test_x, test_y)[0]
-                    scores.append((examples, seen[key]))
-                device_accuracy = sum(n * a for n, a in scores) / sum(n for n, _ in scores)
-            kept = sum(int(torch.count_nonzero(state[n])) for n in prunable)
-            density = kept / sum(state[n].numel() for n in prunable)
-            now = time.perf_counter()
-            clients = client_rows(spec, fog_grid)
-            row = round_row(round_, accuracy, loss, device_accuracy, density, clients, fog_grid, now - clock[0])
-            files.write_round(row, clients)
-            outcome["rounds"].append(row)
-            outcome["clients"].extend(clients)
-            if on_round is not None:
-                on_round(row)
-            fog_grid.start_round(round_ + 1)
-            clock[0] = time.perf_counter()
-            return MetricRecord({"accuracy": accuracy, "loss": loss})
-
+        fog_grid.connect()
         weight_key = "num-examples" if scenario.strategy.weighting == "examples" else UNIFORM_WEIGHT_KEY
         strategy = STRATEGIES[scenario.strategy.name](
             fraction_train=1.0, fraction_evaluate=0.0, min_train_nodes=0, min_evaluate_nodes=0,
             min_available_nodes=0, weighted_by_key=weight_key)
-        strategy.start(grid=fog_grid, initial_arrays=ArrayRecord(initial.state_dict()),
-                       num_rounds=scenario.rounds, evaluate_fn=_end_of_round)
+        try:
+            strategy.start(grid=fog_grid, initial_arrays=ArrayRecord(initial.state_dict()),
+                           num_rounds=scenario.rounds, evaluate_fn=RoundEnd(spec, data, files, fog_grid, on_round))
+        finally:
+            states.close()
 
     return app
