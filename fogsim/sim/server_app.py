@@ -164,34 +164,42 @@ class RoundEnd:
         return row
 
 
+def serve(grid: Grid, spec: FleetSpec, data: Dataset, files: RunFiles, nodes: int, state_memory_bytes: int,
+          on_round: Callable[[dict], None] | None = None,
+          on_client: Callable[[int, int, int], None] | None = None) -> None:
+    """Run ``spec``'s rounds with Flower's strategy over ``grid``'s ``nodes`` worker nodes."""
+    scenario = spec.scenario
+
+    def _on_reply(done: int, total: int) -> None:
+        on_client(fog_grid.round, done, total)
+
+    states = DeviceStates(len(spec.fleet), state_memory_bytes)
+    availability = spec.fleet.per_device([t.profile.availability for t in spec.fleet.tiers])
+    fog_grid = FogGrid(grid, availability, scenario.fraction, scenario.seed, states, nodes,
+                       on_reply=_on_reply if on_client is not None else None)
+    fog_grid.connect()
+    initial = build_model(scenario.model, data.input_shape, data.num_classes, seed=scenario.seed)
+    weight_key = "num-examples" if scenario.strategy.weighting == "examples" else UNIFORM_WEIGHT_KEY
+    strategy = STRATEGIES[scenario.strategy.name](
+        fraction_train=1.0, fraction_evaluate=0.0, min_train_nodes=0, min_evaluate_nodes=0,
+        min_available_nodes=0, weighted_by_key=weight_key)
+    try:
+        strategy.start(grid=fog_grid, initial_arrays=ArrayRecord(initial.state_dict()),
+                       num_rounds=scenario.rounds, evaluate_fn=RoundEnd(spec, data, files, fog_grid, on_round))
+    finally:
+        states.close()
+
+
 def make_server_app(spec: FleetSpec, data: Dataset, files: RunFiles, nodes: int, state_memory_bytes: int,
                     on_round: Callable[[dict], None] | None = None,
                     on_client: Callable[[int, int, int], None] | None = None) -> ServerApp:
     """A ServerApp that runs ``spec`` over ``nodes`` worker nodes, writing each round to ``files``.
 
     ``on_client(round, replies, sampled)`` is called as the training replies of a round arrive."""
-    scenario = spec.scenario
     app = ServerApp()
-    initial = build_model(scenario.model, data.input_shape, data.num_classes, seed=scenario.seed)
 
     @app.main()
     def _main(grid: Grid, context: Context) -> None:
-        def _on_reply(done: int, total: int) -> None:
-            on_client(fog_grid.round, done, total)
-
-        states = DeviceStates(len(spec.fleet), state_memory_bytes)
-        availability = spec.fleet.per_device([t.profile.availability for t in spec.fleet.tiers])
-        fog_grid = FogGrid(grid, availability, scenario.fraction, scenario.seed, states, nodes,
-                           on_reply=_on_reply if on_client is not None else None)
-        fog_grid.connect()
-        weight_key = "num-examples" if scenario.strategy.weighting == "examples" else UNIFORM_WEIGHT_KEY
-        strategy = STRATEGIES[scenario.strategy.name](
-            fraction_train=1.0, fraction_evaluate=0.0, min_train_nodes=0, min_evaluate_nodes=0,
-            min_available_nodes=0, weighted_by_key=weight_key)
-        try:
-            strategy.start(grid=fog_grid, initial_arrays=ArrayRecord(initial.state_dict()),
-                           num_rounds=scenario.rounds, evaluate_fn=RoundEnd(spec, data, files, fog_grid, on_round))
-        finally:
-            states.close()
+        serve(grid, spec, data, files, nodes, state_memory_bytes, on_round, on_client)
 
     return app
