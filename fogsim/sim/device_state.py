@@ -89,6 +89,11 @@ class MaskPool:
         return len(self._blobs)
 
     @property
+    def spill_dir(self) -> Path | None:
+        """Where masks beyond ``memory_bytes`` are written; ``None`` until the first is."""
+        return self._spill
+
+    @property
     def spilled(self) -> int:
         return sum(1 for blob in self._blobs.values() if not isinstance(blob, bytes))
 
