@@ -28,7 +28,7 @@ from fogsim.core.trainer import plan as make_plan
 from fogsim.data import DATASETS, Dataset, load_dataset
 from fogsim.errors import FogsimError
 from fogsim.models import MODELS, build_model
-from fogsim.rundir import atomic_run_dir, check_free
+from fogsim.rundir import check_free, claim
 from fogsim.units import parse_bytes
 
 
@@ -62,7 +62,7 @@ class TrainingRun:
         if model not in MODELS:
             raise FogsimError(f"unknown model {model!r}: use one of {', '.join(MODELS)}")
         if out is not None:
-            check_free(out, overwrite)
+            check_free(out, "train", overwrite)
         self.dataset_name, self.model_name, self.config = dataset, model, config
         self.out, self.overwrite = out, overwrite
         torch.manual_seed(config.seed)
@@ -82,9 +82,9 @@ class TrainingRun:
         """Train, write the run directory (if ``out`` was given) and return the summary."""
         if self.out is None:
             return self._train(on_step)[0]
-        with atomic_run_dir(self.out, self.overwrite) as staging:
+        with claim(self.out, "train", overwrite=self.overwrite) as out:
             summary, trace, epochs = self._train(on_step)
-            write_outputs(staging, summary, trace, epochs)
+            write_outputs(out, summary, trace, epochs)
         return summary
 
     def _train(self, on_step) -> tuple[dict, pd.DataFrame, pd.DataFrame]:

@@ -19,7 +19,7 @@ def test_train_writes_trace_summary_and_plot(tmp_path):
     code = main(["train", "--dataset", "digits", "--model", "mlp-small", "--method", "dynhp", "--budget", "80%",
                  "--compression", "8", "--epochs", "3", "--out", str(out), "--quiet"])
     assert code == 0
-    assert sorted(p.name for p in out.iterdir()) == ["epochs.csv", "summary.json", "trace.csv", "training.png"]
+    assert sorted(p.name for p in out.iterdir()) == [".fogsim", "epochs.csv", "summary.json", "trace.csv", "training.png"]
     trace = pd.read_csv(out / "trace.csv")
     assert TRACE_COLUMNS <= set(trace.columns)
     assert (trace["memory_bytes"] <= trace["budget_bytes"]).all()
@@ -30,7 +30,7 @@ def test_train_writes_trace_summary_and_plot(tmp_path):
     assert summary["plan"]["start_density"] < 1, "80% of the dense need forces a one-shot prune"
     assert 0.5 < summary["test_accuracy"] <= 1
     assert len(pd.read_csv(out / "epochs.csv")) == 3
-    assert not list(tmp_path.glob(".run.partial-*"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"], "nothing beside the run directory"
 
 
 BAD_INPUTS = [

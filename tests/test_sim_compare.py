@@ -60,7 +60,7 @@ def two_fleets(tmp_path):
 def test_files_columns_and_values(two_fleets, tmp_path, capsys):
     out = tmp_path / "cmp"
     assert main(["compare", *map(str, two_fleets), "--out", str(out)]) == 0
-    assert sorted(p.name for p in out.iterdir()) == sorted(FILES)
+    assert sorted(p.name for p in out.iterdir()) == sorted([".fogsim", *FILES]), "the marker says fogsim made it"
     frame = pd.read_csv(out / "comparison.csv")
     assert list(frame.columns) == COLUMNS
     # the union of the profiles for every run: 2 runs x 3 profiles

@@ -88,7 +88,7 @@ def test_a_crash_keeps_the_finished_runs(tmp_path, capsys, monkeypatch):
     assert err == (f"fogsim: error: sweep stopped at pruning.compression=10: the simulation ended after 0 of 1 "
                    f"rounds; finished runs kept in {out}: pruning.compression=5\n")
     assert calls == [5, 10], "the sweep stops at the first crash"
-    assert sorted(p.name for p in out.iterdir()) == ["pruning.compression=10", "pruning.compression=5"]
+    assert sorted(p.name for p in out.iterdir()) == [".fogsim", "pruning.compression=10", "pruning.compression=5"]
 
 
 @pytest.mark.slow
@@ -96,7 +96,7 @@ def test_a_two_value_sweep_writes_runs_beside_the_comparison(tmp_path, capsys):
     out = tmp_path / "sweep"
     assert sweep(out, "pruning.compression", "5,20") == 0
     runs = ["pruning.compression=5", "pruning.compression=20"]
-    assert sorted(p.name for p in out.iterdir()) == sorted(FILES + runs)
+    assert sorted(p.name for p in out.iterdir()) == sorted([".fogsim", *FILES, *runs])
     for run in runs:
         assert (out / run / "summary.json").is_file() and (out / run / "rounds.csv").is_file()
     frame = pd.read_csv(out / "comparison.csv")

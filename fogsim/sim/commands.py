@@ -74,9 +74,10 @@ def summary_table(summary: dict) -> Table:
 
 
 def _free_run_dir(out: Optional[Path], name: str) -> Path:
-    out = out or Path("runs") / f"{name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise FogsimError(f"--out {out}: already exists and is not an empty directory; choose another")
+    from fogsim.rundir import check_free, default_run_dir
+
+    out = out or default_run_dir(name)
+    check_free(out, "run")
     return out
 
 
@@ -237,7 +238,7 @@ def sweep(scenario: Path = SCENARIO,
     from fogsim.sim.sweep import plan, split_values, sweep as run_sweep
 
     if out is not None:
-        check_free(out)
+        check_free(out, "sweep")
     points = plan(scenario, key, split_values(values), sets or [])
     out = out or default_run_dir(f"sweep-{points[0].prepared.scenario.name}")
     if quiet:

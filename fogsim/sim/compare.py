@@ -19,7 +19,7 @@ import pandas as pd
 import yaml
 
 from fogsim.errors import FogsimError
-from fogsim.rundir import atomic_run_dir
+from fogsim.rundir import claim
 from fogsim.units import format_bytes
 
 # Columns of comparison.csv, in order; the README's "Comparing runs" explains each.
@@ -299,11 +299,11 @@ def write_comparison(runs: list[Run], out: Path) -> pd.DataFrame:
 
 
 def compare(paths: list[Path], out: Path) -> pd.DataFrame:
-    """Check every run, then write the comparison to ``out``, which appears whole or not at all."""
+    """Check every run, then write the comparison to ``out``; a failure leaves nothing there."""
     if not paths:
         raise FogsimError("give at least one run directory to compare")
     runs = [load_run(Path(p)) for p in paths]
     name_runs(runs)
-    with atomic_run_dir(Path(out)) as staging:
-        frame = write_comparison(runs, staging)
+    with claim(Path(out), "compare") as claimed:
+        frame = write_comparison(runs, claimed)
     return frame

@@ -22,6 +22,7 @@ from fogsim.sim.cluster import init_args, resolve_address, start_ray, stop_ray
 from fogsim.sim.fleet import Fleet, build_fleet
 from fogsim.sim.outputs import RunFiles, read_run, summarize
 from fogsim.sim.partition import partition_indices
+from fogsim.rundir import Claim
 from fogsim.sim.scenario import Scenario, load_scenario, resolved_yaml
 
 
@@ -68,6 +69,14 @@ def quiet_flower(verbose: bool = False) -> None:
     logging.getLogger("flwr").setLevel(logging.INFO if verbose else logging.ERROR)
 
 
+def files_kept(out: Path) -> bool:
+    """Whether a failed run finished a round: then its directory is kept, else it is removed."""
+    try:
+        return len(read_run(out)[0]) > 0
+    except (OSError, ValueError):
+        return False
+
+
 def run(prepared: Prepared, out: Path, on_round: Callable[[dict], None] | None = None,
         verbose: bool = False, on_client: Callable[[int, int, int], None] | None = None) -> dict:
     """Run the simulation, writing the run directory ``out`` as rounds complete; return the summary.
@@ -84,17 +93,23 @@ def run(prepared: Prepared, out: Path, on_round: Callable[[dict], None] | None =
 
     scenario = prepared.scenario
     nodes = nodes_for(scenario, len(prepared.fleet))
-    files = RunFiles(out, resolved_yaml(scenario))
+    held = Claim(out, "run")
     start = time.perf_counter()
     try:
-        start_ray(scenario.simulation, verbose)
-        server = make_server_app(prepared.spec, prepared.data, files, nodes, scenario.simulation.state_memory,
-                                 on_round, on_client)
-        run_simulation(server_app=server, client_app=make_client_app(SharedSpec(prepared.spec)),
-                       num_supernodes=nodes, backend_config=backend_config(scenario, verbose))
-    finally:
-        files.close()
-        stop_ray()
+        files = RunFiles(out, resolved_yaml(scenario))
+        try:
+            start_ray(scenario.simulation, verbose)
+            server = make_server_app(prepared.spec, prepared.data, files, nodes, scenario.simulation.state_memory,
+                                     on_round, on_client)
+            run_simulation(server_app=server, client_app=make_client_app(SharedSpec(prepared.spec)),
+                           num_supernodes=nodes, backend_config=backend_config(scenario, verbose))
+        finally:
+            files.close()
+            stop_ray()
+    except BaseException:
+        held.release(False, keep=files_kept(out))
+        raise
+    held.release(True)
     rounds, clients = read_run(out)
     if len(rounds) != scenario.rounds:
         raise RuntimeError(f"the simulation ended after {len(rounds)} of {scenario.rounds} "

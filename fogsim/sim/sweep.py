@@ -17,7 +17,7 @@ from typing import Callable
 import pandas as pd
 
 from fogsim.errors import FogsimError
-from fogsim.rundir import check_free
+from fogsim.rundir import claim
 
 
 class SweepStopped(FogsimError):
@@ -88,21 +88,20 @@ def sweep(points: list[Point], out: Path, key: str,
     from fogsim.sim.compare import load_run, name_runs, write_comparison
     from fogsim.sim.run import run
 
-    check_free(out)
-    out.mkdir(parents=True, exist_ok=True)
-    finished = []
-    for index, point in enumerate(points):
-        if on_start:
-            on_start(index, point)
-        try:
-            run(point.prepared, out / point.name, on_round, verbose,
-                **({"on_client": on_client} if on_client else {}))
-        except Exception as error:  # an interrupt ends the sweep too; the runs are kept either way
-            done = ", ".join(p.name for p in finished) or "none"
-            reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-            raise SweepStopped(f"sweep stopped at {key}={point.value}: {reason}; finished runs kept in {out}: "
-                               f"{done}") from None
-        finished.append(point)
-    runs = [load_run(out / p.name) for p in points]
-    name_runs(runs)
-    return write_comparison(runs, out)
+    with claim(out, "sweep", keep_on_failure=True):
+        finished = []
+        for index, point in enumerate(points):
+            if on_start:
+                on_start(index, point)
+            try:
+                run(point.prepared, out / point.name, on_round, verbose,
+                    **({"on_client": on_client} if on_client else {}))
+            except Exception as error:  # an interrupt ends the sweep too; the runs are kept either way
+                done = ", ".join(p.name for p in finished) or "none"
+                reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+                raise SweepStopped(f"sweep stopped at {key}={point.value}: {reason}; finished runs kept in {out}: "
+                                   f"{done}") from None
+            finished.append(point)
+        runs = [load_run(out / p.name) for p in points]
+        name_runs(runs)
+        return write_comparison(runs, out)
