@@ -70,6 +70,7 @@ def run_in_process(tmp_path, name, sets, workers=2):
     prepared = prepare("scenarios/quickstart.yaml", sets)
     grid = InProcessGrid(prepared.spec, workers)
     out = tmp_path / name
+    out.mkdir()
     files = RunFiles(out, resolved_yaml(prepared.scenario))
     try:
         serve(grid, prepared.spec, prepared.data, files, workers, prepared.scenario.simulation.state_memory)

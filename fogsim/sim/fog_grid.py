@@ -16,6 +16,7 @@ on the order in which Ray finished the clients.
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Callable
 
@@ -30,11 +31,16 @@ CONNECT_TIMEOUT_S = 120
 PULL_INTERVAL_S = 0.1  # Flower's own InMemoryGrid default
 
 
+class Stopped(Exception):
+    """The run was stopped (an interrupt, or the engine failed) while the server waited."""
+
+
 class FogGrid:
     """Wraps a Flower ``Grid``; ``round`` is advanced by the server at the end of each round."""
 
     def __init__(self, grid, availability: np.ndarray, fraction: float, seed: int, states: DeviceStates,
-                 nodes: int, on_reply: Callable[[int, int], None] | None = None):
+                 nodes: int, on_reply: Callable[[int, int], None] | None = None,
+                 stop: threading.Event | None = None):
         self.grid = grid
         self.availability = availability  # per device
         self.fraction = fraction
@@ -42,6 +48,7 @@ class FogGrid:
         self.states = states
         self.nodes_expected = nodes
         self.on_reply = on_reply  # (replies so far, messages sent), for training messages only
+        self.stop = stop or threading.Event()  # set by the main thread to end the server's waits
         self.nodes: list[int] = []
         self.round = 1
         self.available: np.ndarray = np.empty(0, dtype=np.int64)
@@ -55,6 +62,7 @@ class FogGrid:
         """Wait until the simulation's worker nodes are registered (they start with the engine)."""
         deadline = time.monotonic() + CONNECT_TIMEOUT_S
         while len(nodes := list(self.grid.get_node_ids())) < self.nodes_expected:
+            self._check_stop()
             if time.monotonic() > deadline:
                 raise RuntimeError(f"only {len(nodes)} of {self.nodes_expected} simulation nodes registered "
                                    f"within {CONNECT_TIMEOUT_S} s")
@@ -109,6 +117,7 @@ class FogGrid:
         end_time = time.time() + (timeout if timeout is not None else 0.0)
         received: list[Message] = []
         while timeout is None or time.time() < end_time:
+            self._check_stop()
             new = list(self.grid.pull_messages(msg_ids))
             received.extend(new)
             msg_ids.difference_update({msg.metadata.reply_to_message_id for msg in new})
@@ -118,3 +127,7 @@ class FogGrid:
                 break
             time.sleep(interval)
         return received
+
+    def _check_stop(self) -> None:
+        if self.stop.is_set():
+            raise Stopped(f"stopped while waiting in round {self.round}")

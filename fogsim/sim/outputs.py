@@ -5,14 +5,20 @@
 * ``clients.csv`` — one row per sampled device per round (memory, batch, density, traffic);
 * ``summary.json`` — totals and one entry per profile (device tier), written at the end.
 
-Rows are flushed as they are written, so a crash keeps every finished round.
+Each round's rows are written and synced together as the round completes (``RunFiles``), so a
+crash keeps every finished round.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import json
+import os
+import threading
 from pathlib import Path
+
+from fogsim.errors import FogsimError
 
 ROUND_COLUMNS = ["round", "accuracy", "loss", "device_accuracy", "density", "global_density", "upload_bytes", "download_bytes",
                  "sim_time_s", "wall_time_s", "clients_available", "clients_sampled", "clients_ok",
@@ -27,44 +33,82 @@ INT_COLUMNS = {"round", "client_id", "budget_bytes", "peak_memory_bytes", "batch
                "clients_ok", "clients_failed", "failed"}
 
 
-class CsvLog:
-    """A CSV file that grows one flushed row at a time."""
+class OutputFailed(FogsimError):
+    """The run directory cannot be written any more (disk full, quota, removed); finished rounds are intact."""
 
-    def __init__(self, path: Path, columns: list[str]):
-        self.file = open(path, "w", newline="")
-        self.writer = csv.DictWriter(self.file, fieldnames=columns)
-        self.writer.writeheader()
-        self.file.flush()
-
-    def write(self, row: dict) -> None:
-        self.writer.writerow(row)
-        self.file.flush()
-
-    def close(self) -> None:
-        self.file.close()
+    exit_code = 1
 
 
 class RunFiles:
-    """The files of one run directory."""
+    """The files of one run directory; each round's rows reach both CSV files together or not at all.
+
+    A round's client rows and its round row are each written with one call and synced, client
+    rows first: a round is complete when its row is in ``rounds.csv``. If either write fails
+    (disk full, say) both files are cut back to where the round began, so a round is never
+    half there, and the failure is one ``OutputFailed`` line. Writing and closing are serialised,
+    so closing from another thread (an interrupt) never cuts a round in half.
+    """
 
     def __init__(self, out: Path, resolved_scenario: str):
         self.out = out
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "scenario.yaml").write_text(resolved_scenario)
-        self.rounds = CsvLog(out / "rounds.csv", ROUND_COLUMNS)
-        self.clients = CsvLog(out / "clients.csv", CLIENT_COLUMNS)
+        self._lock = threading.Lock()
+        try:
+            (out / "scenario.yaml").write_text(resolved_scenario)
+            self.rounds = self._open(out / "rounds.csv", ROUND_COLUMNS)
+            self.clients = self._open(out / "clients.csv", CLIENT_COLUMNS)
+        except OSError as error:
+            raise OutputFailed(f"{out}: cannot write the run directory ({error.strerror})") from None
+
+    @staticmethod
+    def _open(path: Path, columns: list[str]):
+        file = open(path, "wb", buffering=0)  # unbuffered: what write() returned is on disk or it raised
+        _write_all(file, _csv_text([dict(zip(columns, columns))], columns))
+        return file
 
     def write_round(self, round_row: dict, client_rows: list[dict]) -> None:
-        for row in client_rows:
-            self.clients.write(row)
-        self.rounds.write(round_row)
+        texts = [(self.clients, _csv_text(client_rows, CLIENT_COLUMNS)),
+                 (self.rounds, _csv_text([round_row], ROUND_COLUMNS))]
+        with self._lock:
+            if self.rounds.closed:
+                raise OutputFailed(f"{self.out}: the run was stopped before round {round_row['round']} was written")
+            starts = [file.tell() for file, _ in texts]
+            try:
+                for file, data in texts:
+                    _write_all(file, data)
+                    os.fsync(file.fileno())
+            except OSError as error:
+                for (file, _), start in zip(texts, starts):
+                    os.ftruncate(file.fileno(), start)
+                    file.seek(start)
+                raise OutputFailed(f"{self.out}: round {round_row['round']} could not be written "
+                                   f"({error.strerror}); rounds before it are intact") from None
 
     def write_summary(self, summary: dict) -> None:
-        (self.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        try:
+            (self.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        except OSError as error:
+            raise OutputFailed(f"{self.out}: summary.json could not be written ({error.strerror}); "
+                               "every round is in rounds.csv and clients.csv") from None
 
     def close(self) -> None:
-        self.rounds.close()
-        self.clients.close()
+        with self._lock:
+            for file in (self.rounds, self.clients):
+                try:
+                    file.close()
+                except OSError:
+                    pass  # nothing is left buffered: every round was flushed and synced
+
+
+def _csv_text(rows: list[dict], columns: list[str]) -> bytes:
+    buffer = io.StringIO()
+    csv.DictWriter(buffer, fieldnames=columns).writerows(rows)
+    return buffer.getvalue().encode()
+
+
+def _write_all(file, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[file.write(view):]
 
 
 def read_rows(path: Path) -> list[dict]:

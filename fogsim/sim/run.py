@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,9 +45,17 @@ def prepare(path: str | Path, sets: list[str] = ()) -> Prepared:
     except FogsimError as error:
         raise FogsimError(f"data.name: {error}") from None
     fleet = build_fleet(scenario, Path(path).parent, data.input_shape, data.num_classes)
-    resolve_address(scenario.simulation.address)
+    check_resources(scenario)
     partitions = partition_indices(data.train_y.numpy(), d.partition, len(fleet), scenario.seed)
     return Prepared(scenario, data, fleet, FleetSpec(scenario, fleet, partitions))
+
+
+def check_resources(scenario: Scenario) -> None:
+    """Refuse a set-up in which no client could ever run (Flower's engine would wait forever)."""
+    sim = scenario.simulation
+    if resolve_address(sim.address) is None and sim.client_cpus > sim.num_cpus:
+        raise FogsimError(f"simulation.client_cpus ({sim.client_cpus:g}) is more than simulation.num_cpus "
+                          f"({sim.num_cpus}): no client could run; lower client_cpus or raise num_cpus")
 
 
 def backend_config(scenario: Scenario, verbose: bool = False) -> dict:
@@ -97,24 +106,50 @@ def run(prepared: Prepared, out: Path, on_round: Callable[[dict], None] | None =
     start = time.perf_counter()
     try:
         files = RunFiles(out, resolved_yaml(scenario))
+        stop = threading.Event()
         try:
             start_ray(scenario.simulation, verbose)
             server = make_server_app(prepared.spec, prepared.data, files, nodes, scenario.simulation.state_memory,
-                                     on_round, on_client)
+                                     on_round, on_client, stop)
             run_simulation(server_app=server, client_app=make_client_app(SharedSpec(prepared.spec)),
                            num_supernodes=nodes, backend_config=backend_config(scenario, verbose))
+        except (FogsimError, KeyboardInterrupt):
+            raise
+        except Exception as error:  # the engine, a worker or the server failed: one line, not a hang
+            raise SimulationFailed(f"the simulation failed: {_reason(error)}; "
+                                   f"{_kept(out)}{'' if verbose else ' (--verbose shows the engine log)'}") from None
         finally:
+            stop.set()  # the server thread leaves its wait for replies instead of waiting forever
             files.close()
             stop_ray()
+        rounds, clients = read_run(out)
+        if len(rounds) != scenario.rounds:
+            raise SimulationFailed(f"the simulation ended after {len(rounds)} of {scenario.rounds} rounds; "
+                                   f"{_kept(out)}")
+        summary = summarize(scenario.name, rounds, clients, prepared.fleet, time.perf_counter() - start)
+        files.write_summary(summary)
+        plot_run(out)
     except BaseException:
         held.release(False, keep=files_kept(out))
         raise
     held.release(True)
-    rounds, clients = read_run(out)
-    if len(rounds) != scenario.rounds:
-        raise RuntimeError(f"the simulation ended after {len(rounds)} of {scenario.rounds} "
-                           f"rounds; the finished ones are in {out}")
-    summary = summarize(scenario.name, rounds, clients, prepared.fleet, time.perf_counter() - start)
-    files.write_summary(summary)
-    plot_run(out)
     return summary
+
+
+class SimulationFailed(FogsimError):
+    """The simulation could not finish; the rounds it finished are kept."""
+
+    exit_code = 1
+
+
+def _reason(error: BaseException) -> str:
+    """The innermost cause's first line: Flower wraps what went wrong in its own RuntimeErrors."""
+    while error.__cause__ is not None or error.__context__ is not None:
+        error = error.__cause__ or error.__context__
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
+
+
+def _kept(out: Path) -> str:
+    finished = len(read_run(out)[0]) if files_kept(out) else 0
+    return f"the {finished} finished rounds are in {out}" if finished else "no round finished, nothing kept"

@@ -19,6 +19,7 @@ union model above is not what any device holds.
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -166,8 +167,10 @@ class RoundEnd:
 
 def serve(grid: Grid, spec: FleetSpec, data: Dataset, files: RunFiles, nodes: int, state_memory_bytes: int,
           on_round: Callable[[dict], None] | None = None,
-          on_client: Callable[[int, int, int], None] | None = None) -> None:
-    """Run ``spec``'s rounds with Flower's strategy over ``grid``'s ``nodes`` worker nodes."""
+          on_client: Callable[[int, int, int], None] | None = None, stop: threading.Event | None = None) -> None:
+    """Run ``spec``'s rounds with Flower's strategy over ``grid``'s ``nodes`` worker nodes.
+
+    Setting ``stop`` (from another thread) ends the rounds at the next wait for replies."""
     scenario = spec.scenario
 
     def _on_reply(done: int, total: int) -> None:
@@ -176,7 +179,7 @@ def serve(grid: Grid, spec: FleetSpec, data: Dataset, files: RunFiles, nodes: in
     states = DeviceStates(len(spec.fleet), state_memory_bytes)
     availability = spec.fleet.per_device([t.profile.availability for t in spec.fleet.tiers])
     fog_grid = FogGrid(grid, availability, scenario.fraction, scenario.seed, states, nodes,
-                       on_reply=_on_reply if on_client is not None else None)
+                       on_reply=_on_reply if on_client is not None else None, stop=stop)
     fog_grid.connect()
     initial = build_model(scenario.model, data.input_shape, data.num_classes, seed=scenario.seed)
     weight_key = "num-examples" if scenario.strategy.weighting == "examples" else UNIFORM_WEIGHT_KEY
@@ -192,14 +195,16 @@ def serve(grid: Grid, spec: FleetSpec, data: Dataset, files: RunFiles, nodes: in
 
 def make_server_app(spec: FleetSpec, data: Dataset, files: RunFiles, nodes: int, state_memory_bytes: int,
                     on_round: Callable[[dict], None] | None = None,
-                    on_client: Callable[[int, int, int], None] | None = None) -> ServerApp:
+                    on_client: Callable[[int, int, int], None] | None = None,
+                    stop: threading.Event | None = None) -> ServerApp:
     """A ServerApp that runs ``spec`` over ``nodes`` worker nodes, writing each round to ``files``.
 
-    ``on_client(round, replies, sampled)`` is called as the training replies of a round arrive."""
+    ``on_client(round, replies, sampled)`` is called as the training replies of a round arrive;
+    ``stop`` ends the rounds (see ``serve``)."""
     app = ServerApp()
 
     @app.main()
     def _main(grid: Grid, context: Context) -> None:
-        serve(grid, spec, data, files, nodes, state_memory_bytes, on_round, on_client)
+        serve(grid, spec, data, files, nodes, state_memory_bytes, on_round, on_client, stop)
 
     return app
