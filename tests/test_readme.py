@@ -1,6 +1,8 @@
 """The README documents what the code does: every scenario key, a profile that loads, real commands."""
 
+import os
 import re
+import subprocess
 from pathlib import Path
 
 import yaml
@@ -41,3 +43,14 @@ def test_quick_start_has_exactly_two_commands():
     assert len(commands) == 2
     assert "fogsim run scenarios/quickstart.yaml" in commands[0]
     assert "pytest" in commands[1]
+
+
+def test_the_test_command_needs_no_sudo_when_root():
+    """A root container has no sudo: the command asks for it only when it is not root."""
+    section = README.split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    command = re.findall(r"```bash\n(.*?)```", section, flags=re.S)[1]
+    assert not re.search(r"(^|&&|;)\s*sudo\b", command), "sudo must not be called unconditionally"
+    chooser = command.split(";", 1)[0]
+    assert chooser.startswith("S=")
+    said = subprocess.run(["bash", "-c", f"{chooser}; echo \"[$S]\""], capture_output=True, text=True).stdout.strip()
+    assert said == ("[]" if os.getuid() == 0 else "[sudo]")
