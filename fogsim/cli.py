@@ -16,10 +16,11 @@ import click  # noqa: E402
 import typer  # noqa: E402
 from rich.table import Table  # noqa: E402
 
+from fogsim import signals  # noqa: E402
 from fogsim.console import stderr_console, stdout_console  # noqa: E402
-from fogsim.errors import FogsimError  # noqa: E402
+from fogsim.errors import FogsimError, one_line  # noqa: E402
 from fogsim.sim import commands as sim_commands  # noqa: E402
-from fogsim.units import format_bytes  # noqa: E402
+from fogsim.units import format_bytes, parse_bytes, parse_percentage  # noqa: E402
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   rich_markup_mode=None, help="Federated fog simulation of memory-budgeted devices training with DynHP.")
@@ -64,6 +65,7 @@ def train(
     from fogsim.rundir import default_run_dir
     from fogsim.train import TrainingRun
 
+    _check_budget(budget)
     config = make_train_config(
         method=method, compression=compression, epochs=epochs, batch_size=batch_size, batch_min=batch_min,
         batch_max=batch_max, lr=lr, lr_rule=lr_rule, optimizer=optimizer, schedule=schedule,
@@ -81,6 +83,16 @@ def train(
                       f"{plan.start_density:.3f} before training, then incremental pruning")
     summary = _with_progress(request, quiet)
     _print_summary(summary, out)
+
+
+def _check_budget(budget: str | None) -> None:
+    """Refuse a budget that is not a size or a percentage, before any data is loaded."""
+    if budget is None:
+        return
+    if budget.strip().endswith("%"):
+        parse_percentage(budget, what="budget")
+    else:
+        parse_bytes(budget, what="budget")
 
 
 def _with_progress(request, quiet: bool) -> dict:
@@ -125,24 +137,28 @@ sim_commands.register(app)  # fogsim run / validate / profiles: the federated si
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: run the app and turn user errors into one line and exit code 2."""
+    """Entry point: run the app and turn user errors into one line and exit code 2.
+
+    A message is printed with its control characters escaped, so that a newline in a file name
+    or in a value the user typed cannot split it.
+    """
+    previous = signals.install()
     try:
         app(args=argv, standalone_mode=False)
     except FogsimError as error:
-        print(f"fogsim: error: {error}", file=sys.stderr)
+        print(f"fogsim: error: {one_line(str(error))}", file=sys.stderr)
         return error.exit_code
     except click.exceptions.NoArgsIsHelpError as usage:
         print(usage.ctx.get_help() if usage.ctx else "", file=sys.stderr)
         return 2
     except click.UsageError as error:
-        print(f"fogsim: error: {error.format_message()}", file=sys.stderr)
+        print(f"fogsim: error: {one_line(error.format_message())}", file=sys.stderr)
         return 2
-    except click.exceptions.Abort:
-        print("fogsim: interrupted", file=sys.stderr)
-        return 130
-    except KeyboardInterrupt:
-        print("fogsim: interrupted", file=sys.stderr)
-        return 130
+    except (click.exceptions.Abort, KeyboardInterrupt):  # click turns an interrupt into Abort
+        print(f"fogsim: interrupted by {signals.name()}; what finished is kept", file=sys.stderr)
+        return signals.exit_code()
+    finally:
+        signals.restore(previous)
     return 0
 
 

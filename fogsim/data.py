@@ -9,7 +9,10 @@ the *training* mean and std, so the test set never leaks into the normalisation.
 from __future__ import annotations
 
 import gzip
+import math
 import os
+import stat
+import struct
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +33,10 @@ _IDX_STEMS = (
     "t10k-images-idx3-ubyte",
     "t10k-labels-idx1-ubyte",
 )
+MAX_IDX_BYTES = 1024**3  # the largest file of Fashion-MNIST or MNIST holds 47 MB
+MAX_IDX_DIMS = 3         # images are (N, 28, 28), labels (N,)
+MAX_PIXEL = 1e6          # a pixel stored as a float beyond this would overflow the standardisation
+IDX_IMAGE_SHAPE = (28, 28)
 # idx type codes (third magic byte) -> big-endian numpy dtype, per the MNIST file format spec.
 _IDX_DTYPES = {
     0x08: np.dtype(">u1"),
@@ -87,27 +94,68 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     """Read one idx file (the MNIST format), gzip-compressed if its name ends in ``.gz``.
 
     Our own reader rather than torchvision's so that Debian's ``.gz`` files are read in place
-    (torchvision wants them extracted) and a damaged file is reported by name.
+    (torchvision wants them extracted) and a damaged file is reported by name. The header is read
+    first and the data only up to the size it promises, at most ``MAX_IDX_BYTES``: a huge,
+    endless or decompression-bomb file is refused without being read into memory.
     """
     path = Path(path)
     try:
-        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
-    except (OSError, EOFError, zlib.error) as exc:
-        raise FogsimError(f"Cannot read {path} ({exc}): replace it with an intact copy.") from exc
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
-        raise FogsimError(f"{path} is not an idx file (bad magic number): replace it with an intact copy.")
-    dtype, ndim = _IDX_DTYPES[raw[2]], raw[3]
-    header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise FogsimError(f"{path} is truncated inside its header: replace it with an intact copy.")
-    dims = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
-    expected = int(np.prod(dims)) * dtype.itemsize
-    if len(raw) - header != expected:
-        raise FogsimError(
-            f"{path} holds {len(raw) - header} bytes of data but its header promises {expected}: "
-            "replace it with an intact copy."
-        )
-    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims)
+        with _open_regular(path) as file:
+            stream = gzip.GzipFile(fileobj=file) if path.suffix == ".gz" else file
+            head = stream.read(4)
+            if len(head) < 4 or head[0] != 0 or head[1] != 0 or head[2] not in _IDX_DTYPES:
+                raise FogsimError(f"{path} is not an idx file (bad magic number): replace it with an intact copy.")
+            dtype, ndim = _IDX_DTYPES[head[2]], head[3]
+            if not 1 <= ndim <= MAX_IDX_DIMS:
+                raise FogsimError(f"{path} declares {ndim} dimensions, a dataset's idx files have 1 to "
+                                  f"{MAX_IDX_DIMS}: replace it with an intact copy.")
+            sizes = stream.read(4 * ndim)
+            if len(sizes) < 4 * ndim:
+                raise FogsimError(f"{path} is truncated inside its header: replace it with an intact copy.")
+            dims = struct.unpack(f">{ndim}I", sizes)
+            expected = math.prod(dims) * dtype.itemsize
+            if expected > MAX_IDX_BYTES:
+                raise FogsimError(f"{path}: its header promises {expected} bytes of data, more than the "
+                                  f"{MAX_IDX_BYTES // 1024**3} GiB an idx file may hold: replace it with an intact "
+                                  "copy.")
+            raw = _read_at_most(stream, expected + 1)
+    except OSError as exc:  # gzip's BadGzipFile is an OSError too
+        reason = "not gzip data, or damaged" if isinstance(exc, gzip.BadGzipFile) else exc.strerror or "read error"
+        raise FogsimError(f"Cannot read {path} ({reason}): replace it with an intact copy.") from None
+    except (EOFError, zlib.error):
+        raise FogsimError(f"Cannot read {path} (its compressed data is cut short or damaged): replace it with an "
+                          "intact copy.") from None
+    if len(raw) < expected:
+        raise FogsimError(f"{path} holds {len(raw)} bytes of data but its header promises {expected}: "
+                          "replace it with an intact copy.")
+    if len(raw) > expected:
+        raise FogsimError(f"{path} holds more than the {expected} bytes of data its header promises: "
+                          "replace it with an intact copy.")
+    return np.frombuffer(raw, dtype=dtype).reshape(dims)
+
+
+def _read_at_most(stream, size: int, chunk: int = 16 * 1024**2) -> bytes:
+    """Up to ``size`` bytes, read in chunks: memory grows with the data found, not with what a header claims."""
+    parts, held = [], 0
+    while held < size:
+        part = stream.read(min(chunk, size - held))
+        if not part:
+            break
+        parts.append(part)
+        held += len(part)
+    return b"".join(parts)
+
+
+def _open_regular(path: Path):
+    """``path`` opened for reading if it is a regular file; a pipe or a device would never end."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except ValueError:  # a NUL character in the path
+        raise FogsimError(f"Cannot read {path}: a path cannot contain a NUL character.") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise FogsimError(f"Cannot read {path}: it is not a regular file; give the idx file itself.")
+    return os.fdopen(fd, "rb")
 
 
 def _one_line(exc: BaseException) -> str:
@@ -180,9 +228,20 @@ def _from_idx_files(name: str, files: list[Path]) -> Dataset:
                 f"{image_file} holds images of shape {images.shape} for {labels.shape} labels: "
                 "the idx files do not belong together, replace them with one consistent set."
             )
+        if not len(images):
+            raise FogsimError(f"{image_file} holds no images: replace it with an intact copy.")
+        if images.shape[1:] != IDX_IMAGE_SHAPE:
+            raise FogsimError(f"{image_file} holds images of {images.shape[1]}x{images.shape[2]} pixels but {name} "
+                              "images are 28x28: replace it with an intact copy.")
+        if images.dtype.kind == "f" and not (np.isfinite(images).all() and np.abs(images).max() <= MAX_PIXEL):
+            raise FogsimError(f"{image_file} holds pixel values that are not finite or beyond {MAX_PIXEL:g}: "
+                              "replace it with an intact copy.")
     for labels, label_file in ((train_y, files[1]), (test_y, files[3])):
-        if labels.size and int(labels.max()) >= 10:
-            raise FogsimError(f"{label_file} holds label {int(labels.max())} but {name} has 10 classes: "
+        if labels.dtype.kind not in "iu":
+            raise FogsimError(f"{label_file} holds labels that are not integers: replace it with an intact copy.")
+        if int(labels.min()) < 0 or int(labels.max()) >= 10:
+            wrong = int(labels.min()) if int(labels.min()) < 0 else int(labels.max())
+            raise FogsimError(f"{label_file} holds label {wrong} but {name} has 10 classes (0 to 9): "
                               "replace it with an intact copy.")
     return _standardised(name, train_x[:, None], train_y, test_x[:, None], test_y, 10)
 

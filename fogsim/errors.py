@@ -1,11 +1,46 @@
-"""The one exception type a user is meant to read.
+"""The one exception type a user is meant to read, and how a message may quote what the user wrote.
 
 Anything raised as ``FogsimError`` reaches the command line as a single line on stderr and
 exit code 2, with no traceback; every other exception is a bug in fogsim.
+
+A message about an input file names the file and the key path of the problem. It never repeats
+the file's content: the only thing it may quote is one scalar the user typed (a key, a name, a
+number), through ``shown``, which cuts it to a few dozen characters. A mapping or a list is
+named by its kind, never printed.
 """
+
+from __future__ import annotations
+
+SHOWN_CHARS = 40
 
 
 class FogsimError(Exception):
     """Bad input or an impossible request, described in one actionable sentence."""
 
     exit_code = 2
+
+
+def shown(value: object, limit: int = SHOWN_CHARS) -> str:
+    """``repr`` of a scalar cut to ``limit`` characters; a container is named by its kind."""
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return "a list"
+    if value is not None and not isinstance(value, (str, int, float, bool)):
+        return f"a {type(value).__name__}"
+    try:
+        text = repr(value)
+    except ValueError:  # an int too long for Python to print
+        return "a number with thousands of digits"
+    return brief(text, limit)
+
+
+def brief(text: str, limit: int = SHOWN_CHARS) -> str:
+    """``text`` on one line, cut to ``limit`` characters: a name or a token the user wrote."""
+    text = one_line(text)
+    return text if len(text) <= limit else f"{text[:limit - 3]}..."
+
+
+def one_line(text: str) -> str:
+    """``text`` with every control character escaped, so that it prints as exactly one line."""
+    return "".join(c if c.isprintable() or c == " " else c.encode("unicode_escape").decode("ascii") for c in text)

@@ -45,7 +45,7 @@ def test_infeasible_budget_names_the_device_and_the_bytes():
 
 @pytest.mark.parametrize("entry, message", [
     ({"profile": "esp33"}, "fleet[0].profile: unknown profile 'esp33' (known: esp32-s3"),
-    ({"profile": "rpi4", "overrides": {"flops": -1}}, "fleet[0].overrides.flops: Input should be greater than 0"),
+    ({"profile": "rpi4", "overrides": {"flops": -1}}, "fleet[0].overrides.flops: Input should be greater than or equal to 1"),
     ({"profile": "rpi4", "overrides": {"ram": 1}}, "fleet[0].overrides.ram: unknown key"),
 ])
 def test_bad_fleet_entries(entry, message):

@@ -29,7 +29,7 @@ def test_user_file_adds_and_replaces_profiles(tmp_path):
 
 @pytest.mark.parametrize("fields, message", [
     ({"memory_budget": "12XB", "flops": 1, "uplink": 1, "downlink": 1}, "board.memory_budget: invalid memory budget"),
-    ({"memory_budget": "1KiB", "flops": 0, "uplink": 1, "downlink": 1}, "board.flops: Input should be greater than 0"),
+    ({"memory_budget": "1KiB", "flops": 0, "uplink": 1, "downlink": 1}, "board.flops: Input should be greater than or equal to 1"),
     ({"memory_budget": "1KiB", "flops": 1, "uplink": 1, "downlink": 1, "availability": 0}, "board.availability"),
     ({"memory_budget": "1KiB", "flops": 1, "uplink": 1, "downlink": 1, "failure_rate": 1}, "board.failure_rate"),
     ({"flops": 1, "uplink": 1, "downlink": 1}, "board.memory_budget: required key is missing"),
@@ -95,8 +95,8 @@ def test_a_profile_may_change_a_builtin_in_place(tmp_path):
     ("a:\n  base: b\nb:\n  base: c\nc:\n  base: a\n", "c.base: profiles derive from each other in a cycle: a -> b -> c -> a"),
     ("a:\n  base: a\n", "a.base: a profile derives from itself only to change an earlier file's 'a'"),
     ("a:\n  base: esp33\n", "a.base: unknown profile 'esp33' (known: esp32-s3, "),
-    ("a:\n  base: [samd21]\n", "a.base: the name of a profile to derive from, got ['samd21']"),
-    ("a:\n  base: samd21\n  flops: 0\n", "a.flops: Input should be greater than 0"),
+    ("a:\n  base: [samd21]\n", "a.base: the name of a profile to derive from, got a list"),
+    ("a:\n  base: samd21\n  flops: 0\n", "a.flops: Input should be greater than or equal to 1"),
     ("a:\n  base: samd21\n  ram: 3\n", "a.ram: unknown key"),
     ("a:\n  base: b\nb:\n  base: samd21\n  memory_budget: 12XB\n", "b.memory_budget: invalid memory budget"),
 ])

@@ -9,7 +9,8 @@ base is looked up first in the same file (order inside a file does not matter), 
 files loaded before it (the built-in ones first). Chains are allowed, cycles are not. A profile
 whose ``base`` is its own name derives from the definition an earlier file gave that name, so a
 user file can change one figure of a built-in profile in place; a profile without ``base`` is a
-complete definition and replaces any earlier one of the same name.
+complete definition and replaces any earlier one of the same name. A chain is at most
+``MAX_BASE_CHAIN`` profiles long.
 """
 
 from __future__ import annotations
@@ -20,24 +21,26 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from fogsim.errors import FogsimError
+from fogsim.errors import FogsimError, brief, shown
 from fogsim.sim.yamlfile import describe, read_yaml
 from fogsim.units import size_field
 
 BUILTIN_DIR = Path(__file__).resolve().parent.parent / "profiles"
+MAX_BASE_CHAIN = 100  # profiles a profile may derive from, one after another; real chains have two or three
 
 
 class Profile(BaseModel):
     """One class of device."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    description: str = Field("", description="what the device is")
+    description: str = Field("", max_length=1000, description="what the device is")
     memory_budget: Annotated[int, size_field("memory budget")] = Field(
         description="bytes the device may use for training, e.g. 512KiB, 2MiB")
-    flops: float = Field(gt=0, description="sustained compute speed, FLOP/s")
-    uplink: float = Field(gt=0, description="upload bandwidth, bit/s")
-    downlink: float = Field(gt=0, description="download bandwidth, bit/s")
+    # At least 1 FLOP/s and 1 bit/s: a simulated round time divides by these and must stay finite.
+    flops: float = Field(ge=1, description="sustained compute speed, FLOP/s")
+    uplink: float = Field(ge=1, description="upload bandwidth, bit/s")
+    downlink: float = Field(ge=1, description="download bandwidth, bit/s")
     availability: float = Field(1.0, gt=0, le=1, description="probability the device joins a round")
     failure_rate: float = Field(0.0, ge=0, lt=1, description="probability the device drops out mid-round")
 
@@ -80,9 +83,11 @@ def parse_entries(data, source: str, earlier: dict[str, ProfileEntry]) -> dict[s
         raise FogsimError(f"{source}: a profile file maps profile names to their fields, got {type(data).__name__}")
     raw: dict[str, dict] = {}
     for name, fields in data.items():
+        if not isinstance(name, str) or not name:
+            raise FogsimError(f"{source}: profile name {shown(name)} is not a name; write it as text, e.g. my-board")
         if not isinstance(fields, dict):
-            raise FogsimError(f"{source}: {name}: a profile is a mapping of fields, got {type(fields).__name__}")
-        raw[str(name)] = dict(fields)
+            raise FogsimError(f"{source}: {brief(name)}: a profile is a mapping of fields, got {type(fields).__name__}")
+        raw[name] = dict(fields)
     resolved: dict[str, ProfileEntry] = {}
 
     def resolve(name: str, path: list[str]) -> ProfileEntry:
@@ -91,31 +96,45 @@ def parse_entries(data, source: str, earlier: dict[str, ProfileEntry]) -> dict[s
         fields = dict(raw[name])
         base = fields.pop("base", None)
         parent = None
+        label = brief(name)
         if "base" in raw[name]:
             if not isinstance(base, str) or not base:
-                raise FogsimError(f"{source}: {name}.base: the name of a profile to derive from, got {base!r}")
+                raise FogsimError(f"{source}: {label}.base: the name of a profile to derive from, got {shown(base)}")
             if base in raw and base != name:
                 if base in path:
-                    cycle = " -> ".join(path[path.index(base):] + [name, base])
-                    raise FogsimError(f"{source}: {name}.base: profiles derive from each other in a cycle: {cycle}")
+                    cycle = " -> ".join(map(brief, path[path.index(base):] + [name, base]))
+                    raise FogsimError(f"{source}: {label}.base: profiles derive from each other in a cycle: {cycle}")
+                if len(path) >= MAX_BASE_CHAIN:
+                    raise FogsimError(f"{source}: {label}.base: a chain of more than {MAX_BASE_CHAIN} bases; "
+                                      "derive from fewer profiles in turn")
                 parent = resolve(base, path + [name])
             elif base in earlier:
                 parent = earlier[base]
             elif base == name:
-                raise FogsimError(f"{source}: {name}.base: a profile derives from itself only to change an earlier "
-                                  f"file's {name!r}, and none defines it")
+                raise FogsimError(f"{source}: {label}.base: a profile derives from itself only to change an earlier "
+                                  f"file's {shown(name)}, and none defines it")
             else:
-                known = ", ".join(sorted((set(earlier) | set(raw)) - {name}))
-                raise FogsimError(f"{source}: {name}.base: unknown profile {base!r} (known: {known})")
+                known = known_names((set(earlier) | set(raw)) - {name})
+                raise FogsimError(f"{source}: {label}.base: unknown profile {shown(base)} (known: {known})")
+            if len(parent.chain) + 1 > MAX_BASE_CHAIN:
+                raise FogsimError(f"{source}: {label}.base: a chain of more than {MAX_BASE_CHAIN} bases; "
+                                  "derive from fewer profiles in turn")
         merged = {**parent.profile.model_dump(), **fields} if parent else fields
         try:
-            profile = Profile(**merged)
+            profile = Profile.model_validate(merged)
         except ValidationError as error:
-            raise FogsimError(f"{source}: {describe(error, name)}") from None
+            raise FogsimError(f"{source}: {describe(error, label)}") from None
         resolved[name] = ProfileEntry(name, profile, source, frozenset(fields), parent)
         return resolved[name]
 
     return {name: resolve(name, []) for name in raw}
+
+
+def known_names(names, limit: int = 20) -> str:
+    """``a, b, c`` for an error message: at most ``limit`` names, each cut short, then how many more."""
+    names = sorted(names)
+    more = f" and {len(names) - limit} more" if len(names) > limit else ""
+    return ", ".join(map(brief, names[:limit])) + more
 
 
 def builtin_files() -> list[Path]:

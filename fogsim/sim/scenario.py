@@ -2,12 +2,13 @@
 
 Every key has a default and a description (``fogsim validate`` and the README's reference list
 are generated from them). Problems are reported as one line naming the key path, e.g.
-``fleet[2].profile: unknown profile 'esp33' (known: ...)``.
+``fleet[2].profile: unknown profile 'esp33' (known: ...)``. Every number must be finite and
+every count lies under a bound (the ``MAX_`` constants), checked before the fleet, the data
+split or anything else sized by them exists.
 """
 
 from __future__ import annotations
 
-import copy
 import json
 import re
 from pathlib import Path
@@ -16,24 +17,41 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from fogsim.core.config import TrainConfig
+from fogsim.core.config import MAX_BATCH, MAX_COMPRESSION, MAX_EPOCHS, MAX_LR, MAX_SEED, TrainConfig
 from fogsim.data import DATASETS
-from fogsim.errors import FogsimError
+from fogsim.errors import FogsimError, brief, shown
 from fogsim.models import MODELS
-from fogsim.sim.yamlfile import describe, key_path, read_yaml
+from fogsim.sim.yamlfile import Refused, describe, key_path, parse_yaml, read_yaml, yaml_problem
 from fogsim.units import size_field
 
 _CORE = TrainConfig.model_fields
 
+# Counts are bounded here, before the fleet, the split or any per-device array exists.
+MAX_DEVICES = 10_000_000     # devices in the whole fleet; a device costs nothing until it is sampled
+MAX_FLEET_ENTRIES = 1_000    # entries of ``fleet``; each distinct one is planned (milliseconds each)
+MAX_ROUNDS = 100_000
+MAX_ROUND_EPOCHS = 1_000     # local epochs per round; times the rounds, at most MAX_EPOCHS
+MAX_SAMPLES = 100_000_000    # samples per device, smallest partition, test samples
+MAX_CPUS = 65_536
+MAX_NODES = 100_000          # Flower nodes (worker slots)
+MAX_PROFILE_FILES = 20       # each is read and parsed in full
+MAX_NAME_CHARS = 100
+
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 def _one_of(name: str, known: tuple[str, ...], what: str) -> str:
     if name not in known:
-        raise ValueError(f"unknown {what} {name!r} (known: {', '.join(known)})")
+        raise ValueError(f"unknown {what} {shown(name)} (known: {', '.join(known)})")
     return name
+
+
+def _path(text: str | None) -> str | None:
+    if text is not None and "\0" in text:
+        raise ValueError("a path cannot contain a NUL character")
+    return text
 
 
 class Partition(_Section):
@@ -42,17 +60,18 @@ class Partition(_Section):
     kind: Literal["iid", "dirichlet", "shards"] = Field(
         "iid", description="iid: equal random shares; dirichlet: label shares drawn from Dir(alpha) per class; "
         "shards: each device gets a few label-sorted shards")
-    alpha: float = Field(0.5, gt=0, description="Dirichlet concentration (dirichlet only): small is more skewed; "
-                         "with per_device, of each device's own class proportions")
-    shards_per_device: int = Field(2, ge=1, description="label-sorted shards per device (shards only)")
-    min_size: int = Field(10, ge=0, description="smallest partition the Dirichlet split accepts (dirichlet only; "
-                          "per_device ignores it)")
+    alpha: float = Field(0.5, gt=0, le=1e6, description="Dirichlet concentration (dirichlet only): small is more "
+                         "skewed; with per_device, of each device's own class proportions")
+    shards_per_device: int = Field(2, ge=1, le=MAX_SAMPLES, description="label-sorted shards per device "
+                                   "(shards only)")
+    min_size: int = Field(10, ge=0, le=MAX_SAMPLES, description="smallest partition the Dirichlet split accepts "
+                          "(dirichlet only; per_device ignores it)")
     per_device: int | None = Field(
-        None, ge=1, description="instead of splitting the set, every device draws this many distinct samples of "
-        "its own, seeded by (seed, device id), so devices may share samples and the fleet may outnumber the set; "
-        "iid: a uniform draw; dirichlet: class proportions from Dir(alpha), class counts from a multinomial "
-        "(a class's shortfall redrawn over the classes with samples left), then a uniform draw within each class; "
-        "not with shards (default: split)")
+        None, ge=1, le=MAX_SAMPLES, description="instead of splitting the set, every device draws this many "
+        "distinct samples of its own, seeded by (seed, device id), so devices may share samples and the fleet may "
+        "outnumber the set; iid: a uniform draw; dirichlet: class proportions from Dir(alpha), class counts from a "
+        "multinomial (a class's shortfall redrawn over the classes with samples left), then a uniform draw within "
+        "each class; not with shards (default: split)")
 
     @field_validator("per_device")
     @classmethod
@@ -77,18 +96,24 @@ class Data(_Section):
     def _known(cls, name: str) -> str:
         return _one_of(name, DATASETS, "dataset")
 
+    @field_validator("root")
+    @classmethod
+    def _root(cls, root: str | None) -> str | None:
+        return _path(root)
+
 
 class Training(_Section):
     """Local training of every device in each round it takes part in."""
 
-    epochs: float = Field(1.0, gt=0, description="local passes over the device's partition per round")
+    epochs: float = Field(1.0, gt=0, le=MAX_ROUND_EPOCHS, description="local passes over the device's partition "
+                          "per round")
     optimizer: Literal["sgd", "momentum", "adam"] = Field("momentum", description=_CORE["optimizer"].description)
-    lr: float = Field(0.05, gt=0, description=_CORE["lr"].description)
+    lr: float = Field(0.05, gt=0, le=MAX_LR, description=_CORE["lr"].description)
     lr_rule: Literal["keep", "linear", "sqrt"] = Field("sqrt", description=_CORE["lr_rule"].description)
-    weight_decay: float = Field(0.0, ge=0, description="L2 penalty of the optimizer")
-    batch_size: int = Field(32, ge=1, description=_CORE["batch_size"].description)
-    batch_min: int | None = Field(None, ge=1, description=_CORE["batch_min"].description)
-    batch_max: int = Field(256, ge=1, description=_CORE["batch_max"].description)
+    weight_decay: float = Field(0.0, ge=0, le=1, description="L2 penalty of the optimizer")
+    batch_size: int = Field(32, ge=1, le=MAX_BATCH, description=_CORE["batch_size"].description)
+    batch_min: int | None = Field(None, ge=1, le=MAX_BATCH, description=_CORE["batch_min"].description)
+    batch_max: int = Field(256, ge=1, le=MAX_BATCH, description=_CORE["batch_max"].description)
 
 
 class Pruning(_Section):
@@ -103,10 +128,10 @@ class Pruning(_Section):
     prune_end: float = Field(0.6, ge=0, le=1, description="end of the pruning window (target reached), "
                              "fraction of the rounds")
     prune_every: float | None = Field(
-        None, gt=0, description="epochs of local progress between pruning steps; default: training.epochs, i.e. "
-        "once per round, at its start, on the global weights the device received (under its own mask). "
-        "Pruning on those shared weights keeps the masks of devices with equal targets equal; pruning in the "
-        "middle of local training lets masks drift apart on non-IID data")
+        None, gt=0, le=MAX_EPOCHS, description="epochs of local progress between pruning steps; default: "
+        "training.epochs, i.e. once per round, at its start, on the global weights the device received (under its "
+        "own mask). Pruning on those shared weights keeps the masks of devices with equal targets equal; pruning in "
+        "the middle of local training lets masks drift apart on non-IID data")
     criterion: Literal["magnitude"] = Field("magnitude", description=_CORE["criterion"].description)
     scope: Literal["global", "layer"] = Field("global", description=_CORE["scope"].description)
     granularity: Literal["unstructured", "structured"] = Field(
@@ -119,11 +144,13 @@ class Pruning(_Section):
 
 
 def _compression(value):
-    """A target compression: a number >= 1, or ``auto``."""
+    """A target compression: a finite number from 1 to MAX_COMPRESSION, or ``auto``."""
     if value == "auto" or value is None:
         return value
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 1:
-        raise ValueError(f"must be a number >= 1 or auto, got {value!r}")
+        raise ValueError(f"must be a number >= 1 or auto, got {shown(value)}")
+    if not value <= MAX_COMPRESSION:  # also infinity and NaN
+        raise ValueError(f"must be a finite number at most {MAX_COMPRESSION:g} or auto, got {shown(value)}")
     return float(value)
 
 
@@ -142,7 +169,7 @@ class FleetEntry(_Section):
     """``count`` devices of one profile, with some of its figures changed."""
 
     profile: str = Field(description="name of a built-in profile or one from the scenario's profile files")
-    count: int = Field(1, gt=0, description="how many devices of this kind")
+    count: int = Field(1, gt=0, le=MAX_DEVICES, description="how many devices of this kind")
     overrides: dict[str, Any] = Field(default_factory=dict, description="profile fields to change for "
                                       "these devices, e.g. {memory_budget: 64KiB}")
     compression: float | Literal["auto"] | None = Field(
@@ -159,15 +186,15 @@ class FleetEntry(_Section):
 class Simulation(_Section):
     """Where the fleet runs: Flower's simulation engine on Ray."""
 
-    num_cpus: int = Field(2, ge=1, description="CPUs Ray may use on this machine (ignored with address)")
-    client_cpus: float = Field(1.0, gt=0, description="CPUs reserved by each running client")
+    num_cpus: int = Field(2, ge=1, le=MAX_CPUS, description="CPUs Ray may use on this machine (ignored with address)")
+    client_cpus: float = Field(1.0, gt=0, le=MAX_CPUS, description="CPUs reserved by each running client")
     address: str | None = Field(
         None, description="an existing Ray cluster to run on: its address (host:port or ray://host:port), or auto "
         "for the one the RAY_ADDRESS environment variable names (default: start Ray on this machine)")
     nodes: int | None = Field(
-        None, ge=1, description="Flower nodes (worker slots) that simulate the devices; any node simulates any "
-        "device, so this is concurrency, not fleet size, and results do not depend on it (default: the most "
-        "devices a round can sample, so each gets its own node)")
+        None, ge=1, le=MAX_NODES, description="Flower nodes (worker slots) that simulate the devices; any node "
+        "simulates any device, so this is concurrency, not fleet size, and results do not depend on it (default: "
+        "the most devices a round can sample, so each gets its own node)")
     state_memory: Annotated[int, size_field("state memory")] = Field(
         1024**3, description="bytes of memory for the devices' masks kept between rounds, e.g. 512MiB (each "
         "distinct mask is kept once); masks beyond it are written to a temporary directory")
@@ -176,8 +203,8 @@ class Simulation(_Section):
 class Evaluation(_Section):
     """Evaluation of the global model on the central test set, every round."""
 
-    test_samples: int | None = Field(None, ge=1, description="evaluate on the first N test samples only "
-                                     "(default: all)")
+    test_samples: int | None = Field(None, ge=1, le=MAX_SAMPLES, description="evaluate on the first N test samples "
+                                     "only (default: all)")
     device_masks: bool = Field(True, description="also evaluate the global model under the mask of each device "
                                "of the round (device_accuracy; one test pass per client, turn off for big fleets)")
 
@@ -185,18 +212,21 @@ class Evaluation(_Section):
 class Scenario(_Section):
     """A federated fog scenario."""
 
-    name: str = Field("scenario", description="name of the run; the default run directory starts with it")
-    seed: int = Field(0, description="seed of the model, the split, sampling, availability and failures")
+    name: str = Field("scenario", min_length=1, max_length=MAX_NAME_CHARS,
+                      description="name of the run; the default run directory starts with it")
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="seed of the model, the split, sampling, availability "
+                      "and failures (0 to 2**32 - 1)")
     data: Data = Field(default_factory=Data, description="dataset and partition")
     model: str = Field("mlp-small", description=f"one of {', '.join(MODELS)}")
-    rounds: int = Field(5, gt=0, description="federated rounds")
+    rounds: int = Field(5, gt=0, le=MAX_ROUNDS, description="federated rounds")
     fraction: float = Field(1.0, gt=0, le=1, description="fraction of the available devices sampled each round")
     training: Training = Field(default_factory=Training, description="local training")
     pruning: Pruning = Field(default_factory=Pruning, description="pruning on every device")
     strategy: Strategy = Field(default_factory=Strategy, description="server aggregation")
-    fleet: list[FleetEntry] = Field(min_length=1, description="the devices: a list of {profile, count, overrides}")
-    profiles: list[str] = Field(default_factory=list, description="extra profile files, relative to the "
-                                "scenario file")
+    fleet: list[FleetEntry] = Field(min_length=1, max_length=MAX_FLEET_ENTRIES,
+                                    description="the devices: a list of {profile, count, overrides}")
+    profiles: list[str] = Field(default_factory=list, max_length=MAX_PROFILE_FILES, description="extra profile "
+                                "files, relative to the scenario file")
     simulation: Simulation = Field(default_factory=Simulation, description="Ray settings")
     evaluation: Evaluation = Field(default_factory=Evaluation, description="central evaluation")
 
@@ -205,9 +235,20 @@ class Scenario(_Section):
     def _known_model(cls, name: str) -> str:
         return _one_of(name, MODELS, "model")
 
+    @field_validator("profiles")
+    @classmethod
+    def _profile_paths(cls, paths: list[str]) -> list[str]:
+        return [_path(p) for p in paths]
+
     @model_validator(mode="after")
     def _consistent(self) -> "Scenario":
         t, p = self.training, self.pruning
+        devices = sum(entry.count for entry in self.fleet)
+        if devices > MAX_DEVICES:
+            raise ValueError(f"fleet: {devices} devices in all, at most {MAX_DEVICES} are allowed; lower the counts")
+        if t.epochs * self.rounds > MAX_EPOCHS:
+            raise ValueError(f"training.epochs x rounds = {t.epochs * self.rounds:g} passes over each device's data, "
+                             f"at most {MAX_EPOCHS} are allowed; lower one of them")
         if p.prune_end < p.prune_start:
             raise ValueError(f"pruning.prune_end ({p.prune_end:g}) must not be before pruning.prune_start "
                              f"({p.prune_start:g})")
@@ -227,17 +268,21 @@ class Scenario(_Section):
             seed=self.seed)
 
 
+_KEY_PATH = re.compile(r"[^.\[\]\s]+(?:\.[^.\[\]\s]+|\[\d{1,9}\])*")
 _STEP = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
 
 
 def apply_set(data: dict, assignment: str) -> None:
     """Apply one ``--set key.path=value`` (value in YAML, e.g. ``fleet[0].count=3``) to raw data."""
     key, sep, text = assignment.partition("=")
-    if not sep or not key.strip():
-        raise FogsimError(f"--set {assignment!r}: write key.path=value, e.g. rounds=3 or fleet[0].count=2")
-    steps = [name if name else int(index) for name, index in _STEP.findall(key.strip())]
+    key = key.strip()
+    if not sep or not _KEY_PATH.fullmatch(key):
+        raise FogsimError(f"--set {shown(assignment)}: write key.path=value, e.g. rounds=3 or fleet[0].count=2")
+    steps = [name if name else int(index) for name, index in _STEP.findall(key)]
     try:
-        value = yaml.safe_load(text)
+        value = parse_yaml(text)
+    except Refused as error:
+        raise FogsimError(f"--set {brief(key)}: in the value, {yaml_problem(error)}") from None
     except yaml.YAMLError:
         value = text
     node = data
@@ -246,9 +291,9 @@ def apply_set(data: dict, assignment: str) -> None:
         where = key_path(tuple(steps[:i + 1]))
         if isinstance(step, int):
             if not isinstance(node, list) or step >= len(node):
-                raise FogsimError(f"--set {key}: {where} does not exist")
+                raise FogsimError(f"--set {brief(key)}: {where} does not exist")
         elif not isinstance(node, dict):
-            raise FogsimError(f"--set {key}: {where} is not inside a mapping")
+            raise FogsimError(f"--set {brief(key)}: {where} is not inside a mapping")
         if last:
             node[step] = value
         else:
@@ -257,21 +302,34 @@ def apply_set(data: dict, assignment: str) -> None:
             node = node[step]
 
 
+def _unshared(data: Any) -> Any:
+    """A copy in which every alias is written out, so that ``--set`` changes one place only.
+
+    ``read_yaml`` has bounded the values and the depth an alias may expand to.
+    """
+    if isinstance(data, dict):
+        return {key: _unshared(value) for key, value in data.items()}
+    if isinstance(data, list):
+        return [_unshared(value) for value in data]
+    return data
+
+
 def parse_scenario(data: Any, source: str = "scenario", sets: list[str] = ()) -> Scenario:
     """Validate raw scenario data (after the ``--set`` assignments)."""
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise FogsimError(f"{source}: a scenario is a mapping of keys, got {type(data).__name__}")
-    data = copy.deepcopy(data)
+    data = _unshared(data)
     for assignment in sets:
         apply_set(data, assignment)
+    strange = [key for key in data if not isinstance(key, str)]
+    if strange:
+        raise FogsimError(f"{source}: key {shown(strange[0])} is not a name; scenario keys are words such as rounds")
     try:
-        return Scenario(**data)
+        return Scenario.model_validate(data)
     except ValidationError as error:
         raise FogsimError(f"{source}: {describe(error)}") from None
-    except TypeError as error:  # keys that are not strings
-        raise FogsimError(f"{source}: {error}") from None
 
 
 def load_scenario(path: str | Path, sets: list[str] = ()) -> Scenario:

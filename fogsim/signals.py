@@ -1,0 +1,63 @@
+"""Ctrl-C (SIGINT) and SIGTERM end any fogsim command the same way, within seconds.
+
+The first signal raises ``KeyboardInterrupt`` in the main thread, which every command already
+turns into a clean stop: a simulation sets its stop event (the server thread leaves its wait),
+stops the Ray workers it started and keeps every finished round; ``fogsim train`` removes its
+half-written directory. The command line then prints one line and exits ``128 + signal``
+(130 for SIGINT, 143 for SIGTERM). A second signal while that cleanup runs leaves at once, with
+the same exit code and no traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+
+_received: list[int] = []
+_installed: list[bool] = []  # non-empty while the command line's handlers are in force
+
+
+def _handle(signum: int, frame) -> None:
+    if _received:
+        print(f"fogsim: interrupted again ({signal.Signals(signum).name}); leaving now", file=sys.stderr)
+        os._exit(128 + _received[0])
+    _received.append(signum)
+    raise KeyboardInterrupt
+
+
+def install() -> dict:
+    """Handle SIGINT and SIGTERM as above (only the main thread can); return the handlers replaced.
+
+    SIGINT is handled even when the parent ignored it (a shell starts background jobs that
+    way), so that Ctrl-C or ``kill -INT`` always stops fogsim with exit code 130.
+    """
+    _received.clear()
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    _installed.append(True)
+    return {sig: signal.signal(sig, _handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+
+def reclaim() -> None:
+    """Take SIGINT and SIGTERM back after a library replaced their handlers (``ray.init`` does),
+    if ``install`` had them."""
+    if _installed and threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, _handle)  # Python's own handler again, also where a library went around it
+
+
+def restore(previous: dict) -> None:
+    _installed.clear()
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)
+
+
+def exit_code() -> int:
+    """``128 + signal`` of the signal that stopped the command; 130 for an interrupt raised otherwise."""
+    return 128 + (_received[0] if _received else signal.SIGINT)
+
+
+def name() -> str:
+    return signal.Signals(_received[0]).name if _received else "SIGINT"
