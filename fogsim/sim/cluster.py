@@ -6,35 +6,72 @@ then finds Ray running and uses it as it is.
 
 ``simulation.address: auto`` is resolved here, explicitly: to the cluster the ``RAY_ADDRESS``
 environment variable names, or refused. Ray's own ``auto`` would attach to whatever cluster
-it finds on the machine, which on a shared host may be another user's.
+it finds on the machine, which on a shared host may be another user's. For the same reason no
+address means ``local`` to Ray: a new Ray here, never a cluster ``RAY_ADDRESS`` or the last
+``ray start`` on the machine happens to name.
 """
 
 from __future__ import annotations
 
 import os
+import socket
 import sys
 
-from fogsim.errors import FogsimError
+from fogsim import signals
+from fogsim.errors import FogsimError, shown
 from fogsim.sim.scenario import Simulation
+
+CONNECT_TIMEOUT_S = 10  # an address nobody answers at is refused after this, not retried for minutes by Ray
 
 
 def resolve_address(address: str | None) -> str | None:
-    """The cluster address to attach to, ``None`` to start Ray here; ``auto`` means ``RAY_ADDRESS``."""
+    """The cluster address to attach to, ``None`` to start Ray here; ``auto`` means ``RAY_ADDRESS``.
+
+    An address must be ``host:port`` or ``ray://host:port``; nothing is contacted here.
+    """
+    if address is None:
+        return None
     if address != "auto":
+        _host_port(address, f"simulation.address: {shown(address)}")
         return address
     named = os.environ.get("RAY_ADDRESS", "").strip()
     if not named or named == "auto":
         raise FogsimError("simulation.address: auto needs the RAY_ADDRESS environment variable to name the cluster "
                           "(e.g. RAY_ADDRESS=10.0.0.5:6379); or write that address in simulation.address")
+    _host_port(named, f"simulation.address: auto: RAY_ADDRESS={shown(named)}")
     return named
+
+
+def _host_port(address: str, named: str) -> tuple[str, int]:
+    """``address`` split into host and port; ``named`` is how a refusal names it."""
+    bare = address.removeprefix("ray://")
+    host, _, port = bare.rpartition(":")
+    if ("://" in bare or not host.strip("[]") or not host.isprintable() or " " in host or not port.isdigit()
+            or not 0 < int(port) < 65536):
+        raise FogsimError(f"{named} is not host:port or ray://host:port (e.g. 10.0.0.5:6379)")
+    return host.strip("[]"), int(port)
 
 
 def init_args(simulation: Simulation, verbose: bool = False) -> dict:
     """``ray.init`` arguments for ``simulation`` (Flower's backend config ``init_args``)."""
     init = {"logging_level": "INFO" if verbose else "ERROR", "log_to_driver": verbose}
     address = resolve_address(simulation.address)
-    init.update({"address": address} if address else {"num_cpus": simulation.num_cpus})
+    if address:
+        init["address"] = address
+    else:
+        init.update(address="local", num_cpus=simulation.num_cpus, include_dashboard=False)
     return init
+
+
+def check_reachable(address: str) -> None:
+    """Refuse, in one line and within ``CONNECT_TIMEOUT_S``, an address where nothing answers."""
+    host, port = _host_port(address, f"simulation.address: {shown(address)}")
+    try:
+        socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as error:
+        reason = error.strerror or str(error) or type(error).__name__
+        raise FogsimError(f"simulation.address: nothing answers at {address} ({reason}); start the cluster "
+                          "first (ray start --head --port=6379 on the head) or correct the address") from None
 
 
 def start_ray(simulation: Simulation, verbose: bool = False) -> None:
@@ -45,12 +82,16 @@ def start_ray(simulation: Simulation, verbose: bool = False) -> None:
     """
     import ray
 
+    init = init_args(simulation, verbose)
+    here = init["address"] == "local"
+    if not here:
+        check_reachable(init["address"])
     pythonpath = os.pathsep.join(p for p in [*sys.path, os.environ.get("PYTHONPATH", "")] if p)
     try:
-        ray.init(runtime_env={"env_vars": {"PYTHONPATH": pythonpath}}, include_dashboard=False,
-                 **init_args(simulation, verbose))
+        ray.init(runtime_env={"env_vars": {"PYTHONPATH": pythonpath}}, **init)
+        signals.reclaim()  # Ray's core installs its own SIGTERM handler in this process
     except (ConnectionError, ValueError, RuntimeError) as error:
-        where = simulation.address or "this machine"
+        where = "this machine" if here else init["address"]
         raise FogsimError(f"simulation.address: cannot start or reach Ray at {where}: "
                           f"{' '.join(str(error).split())}") from None
 
