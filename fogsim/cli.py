@@ -144,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     """
     previous = signals.install()
     try:
-        app(args=argv, standalone_mode=False)
+        if app(args=argv, standalone_mode=False) == 130:  # typer turns KeyboardInterrupt into Exit(130)
+            raise KeyboardInterrupt
     except FogsimError as error:
         print(f"fogsim: error: {one_line(str(error))}", file=sys.stderr)
         return error.exit_code

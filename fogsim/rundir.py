@@ -149,6 +149,20 @@ class Claim:
                 self.aside.rename(out)
             raise
 
+    @classmethod
+    def existing(cls, out: Path, kind: str) -> "Claim":
+        """Take over a directory an earlier command of ``kind`` made (to go on with it), if none holds it."""
+        if marker_kind(out) != kind:
+            raise FogsimError(f"{out}: is not a fogsim {kind} directory; give the directory a fogsim {kind} wrote")
+        held = cls.__new__(cls)
+        held.out, held.aside, held.created = out, None, []
+        try:
+            held.fd = os.open(out / MARKER, os.O_RDWR)
+        except OSError as error:
+            raise FogsimError(f"{out}: cannot open its marker ({error.strerror})") from None
+        _lock(held.fd, out)
+        return held
+
     def release(self, succeeded: bool, keep: bool = False) -> None:
         """Unlock; when the command failed remove what it wrote (unless ``keep``) and restore a replaced run."""
         if not succeeded and not keep:

@@ -16,11 +16,11 @@ from flwr.app import Context, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 
 from fogsim.sim.client_app import make_client_app
-from fogsim.sim.device_state import read_state
+from fogsim.sim.device_state import DeviceStates, read_state
 from fogsim.sim.outputs import RunFiles, WALL_COLUMNS, read_run
 from fogsim.sim.run import prepare
 from fogsim.sim.scenario import resolved_yaml
-from fogsim.sim.server_app import serve
+from fogsim.sim.server_app import ServerJob, serve
 
 
 @pytest.fixture(autouse=True)
@@ -72,10 +72,12 @@ def run_in_process(tmp_path, name, sets, workers=2):
     out = tmp_path / name
     out.mkdir()
     files = RunFiles(out, resolved_yaml(prepared.scenario))
+    states = DeviceStates(len(prepared.fleet), prepared.scenario.simulation.state_memory)
     try:
-        serve(grid, prepared.spec, prepared.data, files, workers, prepared.scenario.simulation.state_memory)
+        serve(grid, ServerJob(prepared.spec, prepared.data, files, workers, states))
     finally:
         files.close()
+        states.close()
     return grid, out
 
 

@@ -84,21 +84,31 @@ def _free_run_dir(out: Optional[Path], name: str) -> Path:
 VERBOSE = typer.Option(False, "--verbose", help="show Flower's and Ray's own logs (quiet by default)")
 
 
-def run(scenario: Path = SCENARIO,
+def run(scenario: Optional[Path] = typer.Argument(None, help="scenario YAML file, e.g. scenarios/quickstart.yaml"),
         out: Optional[Path] = typer.Option(None, help="run directory (default: runs/<name>-<time>)"),
         sets: Optional[list[str]] = SET,
+        resume: Optional[Path] = typer.Option(None, help="go on with the interrupted run in this directory from "
+                                              "its last finished round (instead of SCENARIO)"),
         quiet: bool = typer.Option(False, help="no progress display"),
         verbose: bool = VERBOSE) -> None:
     """Run a scenario: the fleet trains with DynHP on Flower and Ray; results go to the run directory."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from fogsim.sim.run import prepare, run as run_scenario
+    from fogsim.sim.run import prepare, prepare_resume, run as run_scenario
 
     err = stderr_console()
-    prepared = prepare(scenario, sets or [])
-    out = _free_run_dir(out, prepared.scenario.name)
+    if (scenario is None) == (resume is None):
+        raise FogsimError("give a scenario file to run, or --resume RUN_DIR to go on with an interrupted run")
+    if resume is not None:
+        if out is not None or sets:
+            raise FogsimError("--resume goes on with the run's own scenario and directory; drop --out and --set")
+        prepared, out = prepare_resume(resume), resume
+    else:
+        prepared = prepare(scenario, sets or [])
+        out = _free_run_dir(out, prepared.scenario.name)
+    resuming = resume is not None
     if quiet:
-        summary = run_scenario(prepared, out, verbose=verbose)
+        summary = run_scenario(prepared, out, verbose=verbose, resume=resuming)
     else:
         err.print(plan_table(prepared))
         columns = [TextColumn("round"), MofNCompleteColumn(), BarColumn(), TextColumn("{task.fields[status]}"),
@@ -114,7 +124,7 @@ def run(scenario: Path = SCENARIO,
 
             def on_client(round_: int, done: int, total: int) -> None:
                 bar.update(task, status=f"round {round_}: clients {done}/{total} ...")
-            summary = run_scenario(prepared, out, on_round, verbose, on_client)
+            summary = run_scenario(prepared, out, on_round, verbose, on_client, resume=resuming)
     stdout_console().print(summary_table(summary))
     stdout_console().print(f"run directory: {out}")
 

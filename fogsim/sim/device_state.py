@@ -144,6 +144,10 @@ class DeviceStates:
         self.next_prune[device] = state.next_prune
         self.trained[device] = True
 
+    def mask_keys(self) -> dict[int, bytes]:
+        """Every device that holds a mask, and its mask's key in ``masks``."""
+        return dict(self._mask_of)
+
     def close(self) -> None:
         self.masks.close()
 

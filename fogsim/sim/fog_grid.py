@@ -21,7 +21,7 @@ import time
 from typing import Callable
 
 import numpy as np
-from flwr.app import Message, RecordDict
+from flwr.app import ConfigRecord, Message, RecordDict
 from flwr.common import MessageType
 
 from fogsim.sim import fog
@@ -103,6 +103,8 @@ class FogGrid:
     def _for_worker(self, message: Message, device: int, slot: int) -> Message:
         """``message`` for ``device``, with its state, addressed to a worker node."""
         content = RecordDict({**message.content, **state_records(device, self.states.get(device))})
+        if "config" in content:  # the fog's round, which a resumed run's strategy does not count from
+            content["config"] = ConfigRecord({**content["config"], "server-round": self.round})
         return Message(content=content, dst_node_id=self.nodes[slot % len(self.nodes)],
                        message_type=message.metadata.message_type)
 

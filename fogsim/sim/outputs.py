@@ -59,6 +59,24 @@ class RunFiles:
         except OSError as error:
             raise OutputFailed(f"{out}: cannot write the run directory ({error.strerror})") from None
 
+    @classmethod
+    def resume(cls, out: Path, finished: int) -> "RunFiles":
+        """Go on with ``out``'s files after round ``finished``: later rows (of rounds the checkpoint
+        does not hold) are dropped, each file replaced atomically, then rows are appended."""
+        files = cls.__new__(cls)
+        files.out, files._lock = out, threading.Lock()
+        try:
+            for name, columns in (("rounds.csv", ROUND_COLUMNS), ("clients.csv", CLIENT_COLUMNS)):
+                kept = [row for row in read_rows(out / name) if row["round"] <= finished]
+                staged = out / f".{name}.resume"
+                staged.write_bytes(_csv_text([dict(zip(columns, columns)), *kept], columns))
+                os.replace(staged, out / name)
+            files.rounds = open(out / "rounds.csv", "ab", buffering=0)
+            files.clients = open(out / "clients.csv", "ab", buffering=0)
+        except (OSError, ValueError, KeyError) as error:
+            raise OutputFailed(f"{out}: cannot go on with its CSV files ({error})") from None
+        return files
+
     @staticmethod
     def _open(path: Path, columns: list[str]):
         file = open(path, "wb", buffering=0)  # unbuffered: what write() returned is on disk or it raised
@@ -119,7 +137,10 @@ def read_rows(path: Path) -> list[dict]:
         return int(text) if column in INT_COLUMNS else float(text)
 
     with open(path, newline="") as file:
-        return [{k: typed(k, v) for k, v in row.items() if v != ""} for row in csv.DictReader(file)]
+        text = file.read()
+    if text and not text.endswith("\n"):
+        text = text[:text.rfind("\n") + 1]  # a row cut by a crash mid-write is not a row
+    return [{k: typed(k, v) for k, v in row.items() if v != ""} for row in csv.DictReader(io.StringIO(text))]
 
 
 def read_run(out: Path) -> tuple[list[dict], list[dict]]:

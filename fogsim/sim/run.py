@@ -7,6 +7,7 @@ leaves no run directory behind. ``run`` then starts Flower's simulation engine o
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
@@ -15,15 +16,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
+
 from fogsim.data import Dataset, load_dataset
 from fogsim.errors import FogsimError
-from fogsim.sim import fog
+from fogsim.rundir import Claim
+from fogsim.sim import checkpoint, fog
 from fogsim.sim.client_app import FleetSpec, make_client_app
 from fogsim.sim.cluster import init_args, resolve_address, start_ray, stop_ray
+from fogsim.sim.device_state import DeviceStates
 from fogsim.sim.fleet import Fleet, build_fleet
 from fogsim.sim.outputs import RunFiles, read_run, summarize
 from fogsim.sim.partition import partition_indices
-from fogsim.rundir import Claim
 from fogsim.sim.scenario import Scenario, load_scenario, resolved_yaml
 
 
@@ -35,19 +39,54 @@ class Prepared:
     data: Dataset
     fleet: Fleet
     spec: FleetSpec
+    base: Path  # the directory the scenario's profile files are relative to
+    resumed: tuple[checkpoint.Checkpoint, DeviceStates] | None = None  # set by prepare_resume
+
+    def identity(self) -> dict:
+        """What a checkpoint must match to be resumed by this scenario: its text and its fleet plan."""
+        fleet = [[t.profile_name, t.profile.model_dump(), t.plan.as_dict(), t.count] for t in self.fleet.tiers]
+        return {"scenario": checkpoint.digest(resolved_yaml(self.scenario)),
+                "fleet": checkpoint.digest(json.dumps(fleet, sort_keys=True))}
 
 
-def prepare(path: str | Path, sets: list[str] = ()) -> Prepared:
+def prepare(path: str | Path, sets: list[str] = (), base: Path | None = None) -> Prepared:
+    """Check the scenario at ``path`` completely; its profile files are relative to ``base``
+    (default: the scenario file's directory)."""
+    base = Path(path).parent if base is None else base
     scenario = load_scenario(path, sets)
     d = scenario.data
     try:
         data = load_dataset(d.name, root=d.root, download=d.download, seed=scenario.seed)
     except FogsimError as error:
         raise FogsimError(f"data.name: {error}") from None
-    fleet = build_fleet(scenario, Path(path).parent, data.input_shape, data.num_classes)
+    fleet = build_fleet(scenario, base, data.input_shape, data.num_classes)
     check_resources(scenario)
     partitions = partition_indices(data.train_y.numpy(), d.partition, len(fleet), scenario.seed)
-    return Prepared(scenario, data, fleet, FleetSpec(scenario, fleet, partitions))
+    return Prepared(scenario, data, fleet, FleetSpec(scenario, fleet, partitions), base.resolve())
+
+
+def prepare_resume(out: Path) -> Prepared:
+    """The scenario of the interrupted run in ``out``, from its own ``scenario.yaml``, with its newest
+    checkpoint read and checked (``Prepared.resumed``)."""
+    found = checkpoint.latest(out) if out.is_dir() else None
+    if found is None:
+        raise FogsimError(f"--resume {out}: no checkpoint there (not a run directory fogsim run wrote); "
+                          "give the directory of an interrupted run")
+    base = checkpoint.info(found).get("base")
+    if not isinstance(base, str):
+        raise FogsimError(f"{found}: damaged checkpoint (no scenario directory); it cannot be resumed")
+    prepared = prepare(out / "scenario.yaml", base=Path(base))
+    states = DeviceStates(len(prepared.fleet), prepared.scenario.simulation.state_memory)
+    try:
+        prepared.resumed = checkpoint.load(found, prepared.identity(), states), states
+    except BaseException:
+        states.close()
+        raise
+    if prepared.resumed[0].round >= prepared.scenario.rounds:
+        states.close()
+        raise FogsimError(f"--resume {out}: all {prepared.scenario.rounds} rounds finished already; "
+                          "nothing to resume")
+    return prepared
 
 
 def check_resources(scenario: Scenario) -> None:
@@ -87,51 +126,66 @@ def files_kept(out: Path) -> bool:
 
 
 def run(prepared: Prepared, out: Path, on_round: Callable[[dict], None] | None = None,
-        verbose: bool = False, on_client: Callable[[int, int, int], None] | None = None) -> dict:
+        verbose: bool = False, on_client: Callable[[int, int, int], None] | None = None,
+        resume: bool = False) -> dict:
     """Run the simulation, writing the run directory ``out`` as rounds complete; return the summary.
 
+    After every round a checkpoint is written (``checkpoint``); with ``resume`` the run goes on
+    from the newest checkpoint in ``out`` and ends with the files an uninterrupted run writes.
     ``on_client(round, replies, sampled)`` is called as the clients of a round reply.
     ``verbose`` lets Flower's and Ray's own logs through (quiet by default).
     """
     quiet_flower(verbose)
+    from flwr.app import Array, ArrayRecord
     from flwr.simulation import run_simulation
 
     from fogsim.sim.plots import plot_run
-    from fogsim.sim.server_app import make_server_app
+    from fogsim.sim.server_app import ServerJob, make_server_app
     from fogsim.sim.shared import SharedSpec
 
     scenario = prepared.scenario
-    nodes = nodes_for(scenario, len(prepared.fleet))
-    held = Claim(out, "run")
+    identity = prepared.identity()
+    if resume and prepared.resumed is None:
+        raise ValueError("resume needs a scenario prepared by prepare_resume")
+    held = Claim.existing(out, "run") if resume else Claim(out, "run")
+    resumed, states = prepared.resumed if resume else \
+        (None, DeviceStates(len(prepared.fleet), scenario.simulation.state_memory))
     start = time.perf_counter()
     try:
-        files = RunFiles(out, resolved_yaml(scenario))
-        stop = threading.Event()
+        job = ServerJob(prepared.spec, prepared.data, None, nodes_for(scenario, len(prepared.fleet)), states,
+                        checkpoint_meta={**identity, "base": str(prepared.base)}, on_round=on_round,
+                        on_client=on_client, stop=threading.Event())
+        if resume:
+            job.first_round = resumed.round + 1
+            job.initial = ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in resumed.arrays.items()})
+            job.files = RunFiles.resume(out, resumed.round)
+        else:
+            job.files = RunFiles(out, resolved_yaml(scenario))
         try:
             start_ray(scenario.simulation, verbose)
-            server = make_server_app(prepared.spec, prepared.data, files, nodes, scenario.simulation.state_memory,
-                                     on_round, on_client, stop)
-            run_simulation(server_app=server, client_app=make_client_app(SharedSpec(prepared.spec)),
-                           num_supernodes=nodes, backend_config=backend_config(scenario, verbose))
+            run_simulation(server_app=make_server_app(job), client_app=make_client_app(SharedSpec(prepared.spec)),
+                           num_supernodes=job.nodes, backend_config=backend_config(scenario, verbose))
         except (FogsimError, KeyboardInterrupt):
             raise
         except Exception as error:  # the engine, a worker or the server failed: one line, not a hang
             raise SimulationFailed(f"the simulation failed: {_reason(error)}; "
                                    f"{_kept(out)}{'' if verbose else ' (--verbose shows the engine log)'}") from None
         finally:
-            stop.set()  # the server thread leaves its wait for replies instead of waiting forever
-            files.close()
+            job.stop.set()  # the server thread leaves its wait for replies instead of waiting forever
+            job.files.close()
             stop_ray()
         rounds, clients = read_run(out)
         if len(rounds) != scenario.rounds:
             raise SimulationFailed(f"the simulation ended after {len(rounds)} of {scenario.rounds} rounds; "
                                    f"{_kept(out)}")
         summary = summarize(scenario.name, rounds, clients, prepared.fleet, time.perf_counter() - start)
-        files.write_summary(summary)
+        job.files.write_summary(summary)
         plot_run(out)
     except BaseException:
-        held.release(False, keep=files_kept(out))
+        held.release(False, keep=resume or files_kept(out))
         raise
+    finally:
+        states.close()
     held.release(True)
     return summary
 

@@ -32,6 +32,7 @@ from flwr.serverapp import Grid, ServerApp
 from fogsim.core import Topology, evaluate
 from fogsim.data import Dataset
 from fogsim.models import build_model
+from fogsim.sim import checkpoint
 from fogsim.sim.client_app import UNIFORM_WEIGHT_KEY, FleetSpec
 from fogsim.sim.device_state import DeviceStates, pack_masks, unpack_masks
 from fogsim.sim.fog_grid import FogGrid
@@ -89,17 +90,19 @@ class Evaluation:
 
 
 class RoundEnd:
-    """The server's end of every round: evaluate the new global model, record the round, sample the next.
+    """The server's end of every round: evaluate the new global model, record the round, checkpoint
+    it, sample the next.
 
-    Flower's strategy loop calls it as its central evaluation hook (``evaluate_fn``) after
-    round 0 (before any training) and after every round; what it returns, the round's row,
-    is what the strategy's ``Result`` keeps per round.
+    Flower's strategy loop calls it as its central evaluation hook (``evaluate_fn``) before
+    the first round and after every round; what it returns, the round's row, is what the
+    strategy's ``Result`` keeps per round. The round numbers are the fog's (``FogGrid.round``):
+    a resumed run's first round is the one after its checkpoint, while Flower counts from 1.
     """
 
-    def __init__(self, spec: FleetSpec, data: Dataset, files: RunFiles, grid: FogGrid,
-                 on_round: Callable[[dict], None] | None = None):
+    def __init__(self, job: "ServerJob", grid: FogGrid):
+        spec, data = job.spec, job.data
         scenario = spec.scenario
-        self.spec, self.files, self.grid, self.on_round = spec, files, grid, on_round
+        self.job, self.spec, self.files, self.grid, self.on_round = job, spec, job.files, grid, job.on_round
         self.test_x, self.test_y = data.test_x, data.test_y
         if scenario.evaluation.test_samples is not None:
             self.test_x = self.test_x[:scenario.evaluation.test_samples]
@@ -109,11 +112,23 @@ class RoundEnd:
         self.shapes = {n: tuple(self.model.get_parameter(n).shape) for n in self.prunable}
         self.clock = time.perf_counter()
 
-    def __call__(self, round_: int, arrays: ArrayRecord) -> MetricRecord | None:
-        row = self.record(round_, self.evaluate(arrays)) if round_ > 0 else None
-        self.grid.start_round(round_ + 1)
+    def __call__(self, flower_round: int, arrays: ArrayRecord) -> MetricRecord | None:
+        row = None
+        if flower_round == 0:
+            if self.job.first_round == 1:
+                self.checkpoint(0, arrays)  # a run that dies in round 1 resumes from its start
+            self.grid.start_round(self.job.first_round)
+        else:
+            row = self.record(self.grid.round, self.evaluate(arrays))
+            self.checkpoint(self.grid.round, arrays)
+            self.grid.start_round(self.grid.round + 1)
         self.clock = time.perf_counter()
         return MetricRecord(row) if row is not None else None
+
+    def checkpoint(self, round_: int, arrays: ArrayRecord) -> None:
+        if self.job.checkpoint_meta is not None:
+            checkpoint.save(self.files.out, round_, {k: a.numpy() for k, a in arrays.items()}, self.grid.states,
+                            self.job.checkpoint_meta)
 
     def client_masks(self) -> list[tuple[int, bytes, dict[str, torch.Tensor]]]:
         """``(examples, packed mask, masks)`` of every client that finished the round, from its state."""
@@ -165,46 +180,50 @@ class RoundEnd:
         return row
 
 
-def serve(grid: Grid, spec: FleetSpec, data: Dataset, files: RunFiles, nodes: int, state_memory_bytes: int,
-          on_round: Callable[[dict], None] | None = None,
-          on_client: Callable[[int, int, int], None] | None = None, stop: threading.Event | None = None) -> None:
-    """Run ``spec``'s rounds with Flower's strategy over ``grid``'s ``nodes`` worker nodes.
+@dataclass
+class ServerJob:
+    """What the server needs to run a scenario's rounds (or the rest of them, when resumed)."""
 
-    Setting ``stop`` (from another thread) ends the rounds at the next wait for replies."""
-    scenario = spec.scenario
+    spec: FleetSpec
+    data: Dataset
+    files: RunFiles
+    nodes: int                      # worker nodes of the simulation
+    states: DeviceStates            # every device's state; filled from the checkpoint when resumed
+    first_round: int = 1
+    initial: ArrayRecord | None = None  # global arrays the first round starts from (default: the seeded model)
+    checkpoint_meta: dict | None = None  # write a checkpoint after every round, with this identity
+    on_round: Callable[[dict], None] | None = None
+    on_client: Callable[[int, int, int], None] | None = None  # (round, replies, sampled)
+    stop: threading.Event | None = None  # set from another thread to end the rounds at the next wait
+
+
+def serve(grid: Grid, job: ServerJob) -> None:
+    """Run the job's rounds with Flower's strategy over ``grid``'s ``job.nodes`` worker nodes."""
+    scenario = job.spec.scenario
 
     def _on_reply(done: int, total: int) -> None:
-        on_client(fog_grid.round, done, total)
+        job.on_client(fog_grid.round, done, total)
 
-    states = DeviceStates(len(spec.fleet), state_memory_bytes)
-    availability = spec.fleet.per_device([t.profile.availability for t in spec.fleet.tiers])
-    fog_grid = FogGrid(grid, availability, scenario.fraction, scenario.seed, states, nodes,
-                       on_reply=_on_reply if on_client is not None else None, stop=stop)
+    availability = job.spec.fleet.per_device([t.profile.availability for t in job.spec.fleet.tiers])
+    fog_grid = FogGrid(grid, availability, scenario.fraction, scenario.seed, job.states, job.nodes,
+                       on_reply=_on_reply if job.on_client is not None else None, stop=job.stop)
     fog_grid.connect()
-    initial = build_model(scenario.model, data.input_shape, data.num_classes, seed=scenario.seed)
+    initial = job.initial or ArrayRecord(
+        build_model(scenario.model, job.data.input_shape, job.data.num_classes, seed=scenario.seed).state_dict())
     weight_key = "num-examples" if scenario.strategy.weighting == "examples" else UNIFORM_WEIGHT_KEY
     strategy = STRATEGIES[scenario.strategy.name](
         fraction_train=1.0, fraction_evaluate=0.0, min_train_nodes=0, min_evaluate_nodes=0,
         min_available_nodes=0, weighted_by_key=weight_key)
-    try:
-        strategy.start(grid=fog_grid, initial_arrays=ArrayRecord(initial.state_dict()),
-                       num_rounds=scenario.rounds, evaluate_fn=RoundEnd(spec, data, files, fog_grid, on_round))
-    finally:
-        states.close()
+    strategy.start(grid=fog_grid, initial_arrays=initial, num_rounds=scenario.rounds - job.first_round + 1,
+                   evaluate_fn=RoundEnd(job, fog_grid))
 
 
-def make_server_app(spec: FleetSpec, data: Dataset, files: RunFiles, nodes: int, state_memory_bytes: int,
-                    on_round: Callable[[dict], None] | None = None,
-                    on_client: Callable[[int, int, int], None] | None = None,
-                    stop: threading.Event | None = None) -> ServerApp:
-    """A ServerApp that runs ``spec`` over ``nodes`` worker nodes, writing each round to ``files``.
-
-    ``on_client(round, replies, sampled)`` is called as the training replies of a round arrive;
-    ``stop`` ends the rounds (see ``serve``)."""
+def make_server_app(job: ServerJob) -> ServerApp:
+    """A ServerApp that runs ``job`` (see ``serve``)."""
     app = ServerApp()
 
     @app.main()
     def _main(grid: Grid, context: Context) -> None:
-        serve(grid, spec, data, files, nodes, state_memory_bytes, on_round, on_client, stop)
+        serve(grid, job)
 
     return app

@@ -1,0 +1,140 @@
+"""Faults injected into real runs: a kill at a random moment then --resume, interrupts, bad checkpoints.
+
+Each run is the shortened quickstart through Flower and Ray, started as a user starts it (the
+``fogsim`` command in a subprocess) so that signals reach it the way they do from a terminal.
+"""
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from fogsim.sim.outputs import WALL_COLUMNS
+
+pytestmark = pytest.mark.slow
+ROUNDS = 6
+SHORT = ["--set", f"rounds={ROUNDS}"]
+
+
+def fogsim(*args, **kwargs):
+    return subprocess.Popen([sys.executable, "-m", "fogsim", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True, **kwargs)
+
+
+def rounds_done(out: Path) -> int:
+    try:
+        return max(0, len((out / "rounds.csv").read_text().splitlines()) - 1)
+    except OSError:
+        return 0
+
+
+def wait_for_rounds(process, out: Path, rounds: int, limit: float = 240) -> None:
+    deadline = time.monotonic() + limit
+    while rounds_done(out) < rounds:
+        assert process.poll() is None, process.communicate()[1][-2000:]
+        assert time.monotonic() < deadline, "the run made no progress"
+        time.sleep(0.05)
+
+
+def same_results(a: Path, b: Path) -> None:
+    pd.testing.assert_frame_equal(pd.read_csv(a / "rounds.csv").drop(columns=WALL_COLUMNS),
+                                  pd.read_csv(b / "rounds.csv").drop(columns=WALL_COLUMNS))
+    pd.testing.assert_frame_equal(pd.read_csv(a / "clients.csv"), pd.read_csv(b / "clients.csv"))
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    out = tmp_path_factory.mktemp("faults") / "full"
+    process = fogsim("run", "scenarios/quickstart.yaml", *SHORT, "--out", str(out), "--quiet")
+    _, err = process.communicate(timeout=300)
+    assert process.returncode == 0, err
+    return out
+
+
+def test_a_run_killed_at_a_random_moment_resumes_to_the_same_files(tmp_path, uninterrupted):
+    out = tmp_path / "cut"
+    process = fogsim("run", "scenarios/quickstart.yaml", *SHORT, "--out", str(out), "--quiet")
+    deadline = time.monotonic() + 240
+    while not list(out.glob(".checkpoint/round-*")):  # the run has started its rounds
+        assert process.poll() is None and time.monotonic() < deadline, "the run did not start"
+        time.sleep(0.02)
+    time.sleep(random.uniform(0, 2.5))  # anywhere in the first rounds, or between two
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait(30)
+    assert rounds_done(out) < ROUNDS, "killed mid-run"
+    resumed = fogsim("run", "--resume", str(out), "--quiet")
+    _, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err
+    same_results(uninterrupted, out)
+    assert (out / "summary.json").exists()
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_stops_the_run_within_seconds_keeps_its_rounds_and_resumes(tmp_path, uninterrupted, sig, code):
+    out = tmp_path / "stopped"
+    process = fogsim("run", "scenarios/quickstart.yaml", *SHORT, "--out", str(out), "--quiet")
+    wait_for_rounds(process, out, 1)
+    sent = time.monotonic()
+    process.send_signal(sig)
+    _, err = process.communicate(timeout=60)
+    took = time.monotonic() - sent
+    assert process.returncode == code, err[-2000:]
+    assert took < 20, f"took {took:.1f} s to stop"
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("fogsim: interrupted by"), err[-2000:]
+    if rounds_done(out) < ROUNDS:
+        resumed = fogsim("run", "--resume", str(out), "--quiet")
+        _, err = resumed.communicate(timeout=300)
+        assert resumed.returncode == 0, err
+    same_results(uninterrupted, out)
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_stops_train_at_once_with_its_exit_code_and_leaves_nothing(tmp_path, sig, code):
+    """Started the way a shell starts a background job: SIGINT ignored by the parent."""
+    out = tmp_path / "train"
+    process = subprocess.Popen([sys.executable, "-m", "fogsim", "train", "--epochs", "200", "--out", str(out),
+                                "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    deadline = time.monotonic() + 60
+    while not out.exists():
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()[1][-2000:]
+        time.sleep(0.05)
+    time.sleep(1)
+    sent = time.monotonic()
+    process.send_signal(sig)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == code, err
+    assert time.monotonic() - sent < 10
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("fogsim: interrupted by"), err[-2000:]
+    assert not out.exists(), "a half-trained run leaves no directory"
+
+
+def test_resume_refuses_what_it_cannot_resume(tmp_path, uninterrupted):
+    def refused(*args):
+        process = fogsim("run", *args)
+        _, err = process.communicate(timeout=120)
+        lines = [line for line in err.splitlines() if line.strip()]
+        assert process.returncode == 2 and len(lines) == 1 and "Traceback" not in err, err
+        return lines[0]
+
+    assert "no checkpoint there" in refused("--resume", str(tmp_path))
+    assert f"all {ROUNDS} rounds finished already" in refused("--resume", str(uninterrupted))
+    assert "give a scenario file to run, or --resume" in refused()
+    other = tmp_path / "other"
+    subprocess.run(["cp", "-r", str(uninterrupted), str(other)], check=True)
+    text = (other / "scenario.yaml").read_text()
+    (other / "scenario.yaml").write_text(text.replace(f"rounds: {ROUNDS}", f"rounds: {ROUNDS + 2}"))
+    assert "belongs to another run (scenario differ)" in refused("--resume", str(other))
+    damaged = tmp_path / "damaged"
+    subprocess.run(["cp", "-r", str(uninterrupted), str(damaged)], check=True)
+    arrays = next((damaged / ".checkpoint").iterdir()) / "arrays.npz"
+    arrays.write_bytes(arrays.read_bytes()[:100])
+    assert "damaged checkpoint" in refused("--resume", str(damaged))
