@@ -100,11 +100,16 @@ def prepare_fleet(scenario: str | Path = DEFAULT_SCENARIO, **kwargs):
     from fogsim.sim.run import prepare
 
     prepared = prepare(scenario, settings(scenario, **kwargs))
-    for device in prepared.devices:
-        if device.config.prunes or device.profile.availability < 1 or device.profile.failure_rate > 0:
-            raise SystemExit(f"{device.label}: the overhead benchmark needs pruning off, availability 1 and "
-                             "no failures, so that both runs train the same devices")
+    check_comparable(prepared)
     return prepared
+
+
+def check_comparable(prepared) -> None:
+    """Refuse a fleet on which fogsim and a bare FedAvg run would not train the same devices."""
+    for tier in prepared.fleet.tiers:  # one per fleet entry, not one per device
+        if tier.config.prunes or tier.profile.availability < 1 or tier.profile.failure_rate > 0:
+            raise SystemExit(f"{tier.label}: the overhead benchmark needs pruning off, availability 1 and "
+                             "no failures, so that both runs train the same devices")
 
 
 # --- (A) fogsim -----------------------------------------------------------------------------
@@ -196,7 +201,13 @@ def make_bare_client_app(prepared):
     return app
 
 
-def make_bare_server_app(prepared, outcome: dict):
+def make_bare_server_app(prepared, outcome: dict, clients: int | None = None):
+    """Flower's FedAvg over one node per device, sampling ``clients`` of them per round (default: all).
+
+    ``outcome`` receives per round ``rounds`` (accuracy, loss), ``marks`` (``perf_counter`` at the
+    end of the round's central evaluation) and ``replies`` (clients aggregated), plus ``round0``
+    (the strategy's round-0 evaluation call, just before round 1's sampling) and ``first_push``
+    (when round 1's training messages had been handed to Flower's engine)."""
     from flwr.app import ArrayRecord, Context, MetricRecord
     from flwr.serverapp import Grid, ServerApp
     from flwr.serverapp.strategy import FedAvg
@@ -208,8 +219,9 @@ def make_bare_server_app(prepared, outcome: dict):
     test_x, test_y = data.test_x, data.test_y
     if s.evaluation.test_samples is not None:
         test_x, test_y = test_x[:s.evaluation.test_samples], test_y[:s.evaluation.test_samples]
-    nodes = len(prepared.devices)
-    outcome.update(rounds=[], marks=[], replies=[])
+    nodes = len(prepared.fleet)
+    clients = nodes if clients is None else clients
+    outcome.update(rounds=[], marks=[], replies=[], round0=None, first_push=None)
     app = ServerApp()
 
     def _train_metrics(records, weighting_key: str) -> MetricRecord:
@@ -218,8 +230,19 @@ def make_bare_server_app(prepared, outcome: dict):
 
     @app.main()
     def _main(grid: Grid, context: Context) -> None:
+        push = grid.push_messages
+
+        def _push_messages(messages):  # time stamp only: Flower's own push, unchanged
+            ids = push(messages)
+            if outcome["first_push"] is None:
+                outcome["first_push"] = time.perf_counter()
+            return ids
+
+        grid.push_messages = _push_messages  # the Grid's send_and_receive pushes through this attribute
+
         def _evaluate(round_: int, arrays: ArrayRecord) -> MetricRecord | None:
             if round_ == 0:
+                outcome["round0"] = time.perf_counter()
                 return None
             model = build_model(s.model, data.input_shape, data.num_classes)
             model.load_state_dict(arrays.to_torch_state_dict())
@@ -228,8 +251,9 @@ def make_bare_server_app(prepared, outcome: dict):
             outcome["marks"].append(time.perf_counter())
             return MetricRecord({"accuracy": accuracy, "loss": loss})
 
-        strategy = FedAvg(fraction_train=1.0, fraction_evaluate=0.0, min_train_nodes=nodes, min_evaluate_nodes=0,
-                          min_available_nodes=nodes, train_metrics_aggr_fn=_train_metrics)
+        # Flower's own sampling: int(nodes * fraction_train) nodes, at least min_train_nodes.
+        strategy = FedAvg(fraction_train=clients / nodes, fraction_evaluate=0.0, min_train_nodes=clients,
+                          min_evaluate_nodes=0, min_available_nodes=nodes, train_metrics_aggr_fn=_train_metrics)
         initial = build_model(s.model, data.input_shape, data.num_classes, seed=s.seed)
         strategy.start(grid=grid, initial_arrays=ArrayRecord(initial.state_dict()), num_rounds=s.rounds,
                        evaluate_fn=_evaluate)
@@ -237,23 +261,31 @@ def make_bare_server_app(prepared, outcome: dict):
     return app
 
 
-def run_bare(prepared) -> Result:
-    """The same fleet as plain Flower: its own ClientApp and ServerApp, fogsim's backend_config."""
+def run_bare(prepared, clients: int | None = None, outcome: dict | None = None) -> Result:
+    """The same fleet as plain Flower: its own ClientApp and ServerApp, fogsim's backend_config.
+
+    One Flower node per device (``num_supernodes`` = fleet size, node ``i`` trains partition ``i``),
+    as Flower's own simulation examples do; ``clients`` sampled per round by Flower's FedAvg (default:
+    every device). ``outcome``, if given, receives the server's time stamps (``make_bare_server_app``)."""
     from fogsim.sim.run import backend_config, quiet_flower
 
     quiet_flower()  # the same telemetry and log settings fogsim runs with
     from flwr.simulation import run_simulation
 
-    outcome: dict = {}
+    outcome = {} if outcome is None else outcome
+    devices = len(prepared.fleet)
+    clients = devices if clients is None else clients
     start = time.perf_counter()
-    run_simulation(server_app=make_bare_server_app(prepared, outcome), client_app=make_bare_client_app(prepared),
-                   num_supernodes=len(prepared.devices), backend_config=backend_config(prepared.scenario))
+    outcome["start"] = start
+    run_simulation(server_app=make_bare_server_app(prepared, outcome, clients),
+                   client_app=make_bare_client_app(prepared), num_supernodes=devices,
+                   backend_config=backend_config(prepared.scenario))
     wall = time.perf_counter() - start
     if len(outcome["rounds"]) != prepared.scenario.rounds:
         raise RuntimeError(f"the bare run ended after {len(outcome['rounds'])} of {prepared.scenario.rounds} rounds")
-    if any(n != len(prepared.devices) for n in outcome["replies"]):
-        raise RuntimeError(f"the bare run trained {outcome['replies']} clients per round, not all "
-                           f"{len(prepared.devices)}: a client failed, the timing is not comparable")
+    if any(n != clients for n in outcome["replies"]):
+        raise RuntimeError(f"the bare run trained {outcome['replies']} clients per round, not "
+                           f"{clients}: a client failed, the timing is not comparable")
     return Result("bare", outcome["marks"][-1] - start, wall, outcome["rounds"][-1]["accuracy"],
                   len(outcome["rounds"]))
 
@@ -305,6 +337,9 @@ def main(argv: list[str] | None = None) -> int:
     prepared = prepare_fleet(args.scenario, dataset=args.dataset, devices=args.devices, rounds=args.rounds,
                              epochs=args.epochs, extra=args.sets)
     s = prepared.scenario
+    held = [args.out / "runs" / f"fogsim-{rep}" for rep in range(1, args.repeats + 1)]
+    if any(d.exists() and any(d.iterdir()) for d in held):  # fogsim does not write into an existing run
+        parser.error(f"--out {args.out}: already holds runs of an earlier invocation; choose another --out")
     args.out.mkdir(parents=True, exist_ok=True)
     results: list[Result] = []
     for rep in range(1, args.repeats + 1):
@@ -318,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
     command = "python benchmarks/flower_overhead.py " + " ".join(sys.argv[1:] if argv is None else argv)
     header = (f"# fogsim vs bare Flower FedAvg, pruning off\n\n"
               f"`{command}`\n\n"
-              f"{s.data.name}, {s.model}, {len(prepared.devices)} devices ({s.data.partition.kind} split), "
+              f"{s.data.name}, {s.model}, {len(prepared.fleet)} devices ({s.data.partition.kind} split), "
               f"{s.rounds} rounds, {s.training.epochs:g} local epoch(s), batch {s.training.batch_size}, "
               f"lr {s.training.lr:g}, momentum 0.9; Ray num_cpus {s.simulation.num_cpus}, "
               f"{s.simulation.client_cpus:g} CPU per client; runs alternated A, B, A, B, ... "
