@@ -28,7 +28,7 @@ from fogsim.sim.device_state import DeviceStates
 from fogsim.sim.fleet import Fleet, build_fleet
 from fogsim.sim.outputs import RunFiles, read_run, summarize
 from fogsim.sim.partition import partition_indices
-from fogsim.sim.scenario import Scenario, load_scenario, resolved_yaml
+from fogsim.sim.scenario import MAX_NODES, Scenario, load_scenario, resolved_yaml
 
 
 @dataclass
@@ -103,8 +103,9 @@ def backend_config(scenario: Scenario, verbose: bool = False) -> dict:
 
 
 def nodes_for(scenario: Scenario, devices: int) -> int:
-    """Flower nodes to start: ``simulation.nodes``, or one per device a round can sample."""
-    return scenario.simulation.nodes or fog.most_sampled(devices, scenario.fraction)
+    """Flower nodes to start: ``simulation.nodes``, or one per device a round can sample (at most
+    ``MAX_NODES``: beyond it devices share nodes, which changes nothing in the results)."""
+    return scenario.simulation.nodes or min(fog.most_sampled(devices, scenario.fraction), MAX_NODES)
 
 
 def quiet_flower(verbose: bool = False) -> None:
