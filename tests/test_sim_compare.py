@@ -103,7 +103,18 @@ def bad_inputs(tmp_path):
     (no_clients / "clients.csv").unlink()
     old = fake_run(tmp_path / "old", [0.5], {"rpi4": (1, 2 ** 30, 1000)})
     pd.read_csv(old / "rounds.csv").drop(columns=["global_density"]).to_csv(old / "rounds.csv", index=False)
+    binary = fake_run(tmp_path / "binary", [0.5], {"rpi4": (1, 2 ** 30, 1000)})
+    (binary / "scenario.yaml").write_bytes(b"\xff\xfe\x00name: x")
+    deep = fake_run(tmp_path / "deep", [0.5], {"rpi4": (1, 2 ** 30, 1000)})
+    (deep / "summary.json").write_text("[" * 100_000)
+    garbled = fake_run(tmp_path / "garbled", [0.5], {"rpi4": (1, 2 ** 30, 1000)})
+    frame = pd.read_csv(garbled / "rounds.csv")
+    frame["round"] = "x"
+    frame.to_csv(garbled / "rounds.csv", index=False)
     return good, {
+        "binary scenario": ([binary], "scenario.yaml: not UTF-8 text"),
+        "deep summary": ([deep], "summary.json: not readable JSON (RecursionError)"),
+        "garbled rounds": ([garbled], "column round holds something other than numbers"),
         "missing": ([tmp_path / "nope"], "no such directory"),
         "file": ([tmp_path / "file.txt"], "not a directory"),
         "not a run": ([tmp_path / "empty"], "not a run directory (no scenario.yaml or rounds.csv)"),
@@ -114,7 +125,8 @@ def bad_inputs(tmp_path):
     }
 
 
-@pytest.mark.parametrize("case", ["missing", "file", "not a run", "running", "no clients", "old columns", "no runs"])
+@pytest.mark.parametrize("case", ["missing", "file", "not a run", "running", "no clients", "old columns", "no runs",
+                                  "binary scenario", "deep summary", "garbled rounds"])
 def test_bad_input_is_one_line_exit_2_and_no_output(tmp_path, capsys, case):
     good, cases = bad_inputs(tmp_path)
     paths, message = cases[case]

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-import yaml
 
 from fogsim.errors import FogsimError
 from fogsim.rundir import claim
+from fogsim.sim.yamlfile import read_text, read_yaml
 from fogsim.units import format_bytes
 
 # Columns of comparison.csv, in order; the README's "Comparing runs" explains each.
@@ -48,11 +48,16 @@ class Run:
 def _read_csv(path: Path, needs: list[str]) -> pd.DataFrame:
     try:
         frame = pd.read_csv(path)
-    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as error:
-        raise FogsimError(f"{path}: not a readable CSV file ({str(error).splitlines()[0]})") from None
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError, OSError) as error:
+        raise FogsimError(f"{path}: not a readable CSV file ({type(error).__name__}); was it written by "
+                          "fogsim run?") from None
     missing = [c for c in needs if c not in frame.columns]
     if missing:
         raise FogsimError(f"{path}: lacks the columns {', '.join(missing)}; was it written by fogsim run?")
+    text = [c for c in needs if c != "profile" and not pd.api.types.is_numeric_dtype(frame[c])]
+    if text:
+        raise FogsimError(f"{path}: column {text[0]} holds something other than numbers; was it written by "
+                          "fogsim run?")
     return frame
 
 
@@ -70,12 +75,12 @@ def load_run(path: Path) -> Run:
     for name in ("clients.csv", "summary.json"):
         if not (path / name).is_file():
             raise FogsimError(f"{path}: run is missing {name}: it is still running or it crashed")
+    scenario = read_yaml(path / "scenario.yaml", "scenario") or {}
     try:
-        scenario = yaml.safe_load((path / "scenario.yaml").read_text()) or {}
-        summary = json.loads((path / "summary.json").read_text())
-    except (yaml.YAMLError, json.JSONDecodeError) as error:
-        raise FogsimError(f"{path}: unreadable scenario.yaml or summary.json ({str(error).splitlines()[0]})") \
-            from None
+        summary = json.loads(read_text(path / "summary.json", "summary"))
+    except (json.JSONDecodeError, RecursionError) as error:
+        raise FogsimError(f"{path / 'summary.json'}: not readable JSON ({type(error).__name__}); was it written "
+                          "by fogsim run?") from None
     if not isinstance(scenario, dict) or not isinstance(summary, dict):
         raise FogsimError(f"{path}: scenario.yaml or summary.json is not a mapping; was it written by fogsim run?")
     rounds = _read_csv(path / "rounds.csv", ROUND_NEEDS).sort_values("round", kind="stable")
