@@ -5,16 +5,19 @@ turns into a clean stop: a simulation sets its stop event (the server thread lea
 stops the Ray workers it started and keeps every finished round; ``fogsim train`` removes its
 half-written directory. The command line then prints one line and exits ``128 + signal``
 (130 for SIGINT, 143 for SIGTERM). A second signal while that cleanup runs leaves at once, with
-the same exit code and no traceback.
+the same exit code and no traceback, and so does a cleanup that takes more than
+``CLEANUP_LIMIT_S`` (the finished rounds are on disk already: each is synced as it completes).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sys
 import threading
 
+CLEANUP_LIMIT_S = 15  # the most an interrupted command may take to stop
 _received: list[int] = []
 _installed: list[bool] = []  # non-empty while the command line's handlers are in force
 
@@ -24,7 +27,17 @@ def _handle(signum: int, frame) -> None:
         print(f"fogsim: interrupted again ({signal.Signals(signum).name}); leaving now", file=sys.stderr)
         os._exit(128 + _received[0])
     _received.append(signum)
+    logging.disable(logging.CRITICAL)  # the engine's threads log every task the stop cancels: one line is enough
+    watchdog = threading.Timer(CLEANUP_LIMIT_S, _leave, args=(signum,))
+    watchdog.daemon = True
+    watchdog.start()
     raise KeyboardInterrupt
+
+
+def _leave(signum: int) -> None:
+    """Cleanup took too long (a library swallowed the interrupt, or a shutdown hangs): leave anyway."""
+    print(f"fogsim: interrupted by {signal.Signals(signum).name}; what finished is kept", file=sys.stderr, flush=True)
+    os._exit(128 + signum)
 
 
 def install() -> dict:
@@ -50,6 +63,7 @@ def reclaim() -> None:
 
 def restore(previous: dict) -> None:
     _installed.clear()
+    logging.disable(logging.NOTSET)
     for sig, handler in previous.items():
         signal.signal(sig, handler)
 

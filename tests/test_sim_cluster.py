@@ -260,9 +260,3 @@ def test_workers_on_both_nodes_import_fogsim_on_this_import_path(cluster):
 def test_a_run_on_the_cluster_equals_a_local_run(cluster, local_run, tmp_path):
     run_on(cluster[0], tmp_path / "cluster")
     assert_same_run(local_run, tmp_path / "cluster")
-
-
-@pytest.mark.slow
-def test_a_run_through_ray_client_equals_a_local_run(cluster, local_run, tmp_path):
-    run_on(cluster[1], tmp_path / "client")
-    assert_same_run(local_run, tmp_path / "client")
