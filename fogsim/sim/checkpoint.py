@@ -72,23 +72,26 @@ def latest(out: Path) -> Path | None:
 def info(path: Path) -> dict:
     """The ``round.json`` of the checkpoint at ``path``."""
     try:
-        return json.loads((path / "round.json").read_text())
-    except (OSError, ValueError) as error:
+        found = json.loads((path / "round.json").read_text())
+    except (OSError, ValueError, RecursionError) as error:
         raise FogsimError(f"{path}: damaged checkpoint ({type(error).__name__}); it cannot be resumed") from None
+    if not isinstance(found, dict):
+        raise FogsimError(f"{path}: damaged checkpoint (round.json is not a mapping); it cannot be resumed")
+    return found
 
 
 def load(path: Path, expected: dict, states: DeviceStates) -> Checkpoint:
     """Read the checkpoint at ``path`` into ``states``; refuse one from another run or a damaged one."""
+    found = info(path)
     try:
-        info = json.loads((path / "round.json").read_text())
-        mismatched = [k for k, v in expected.items() if info.get(k) != v]
-        if info.get("format") != FORMAT or mismatched:
+        mismatched = [k for k, v in expected.items() if found.get(k) != v]
+        if found.get("format") != FORMAT or mismatched:
             what = ", ".join(mismatched) or "format"
             raise FogsimError(f"{path}: this checkpoint belongs to another run ({what} differ); it cannot be resumed")
         arrays = _load_npz(path / "arrays.npz")
         devices = _load_npz(path / "devices.npz")
         _restore(states, devices)
-        return Checkpoint(int(info["round"]), arrays, path)
+        return Checkpoint(int(found["round"]), arrays, path)
     except FogsimError:
         raise
     except (OSError, ValueError, KeyError, TypeError, IndexError, zipfile.BadZipFile, EOFError) as error:

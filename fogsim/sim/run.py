@@ -118,14 +118,6 @@ def quiet_flower(verbose: bool = False) -> None:
     logging.getLogger("flwr").setLevel(logging.INFO if verbose else logging.ERROR)
 
 
-def files_kept(out: Path) -> bool:
-    """Whether a failed run finished a round: then its directory is kept, else it is removed."""
-    try:
-        return len(read_run(out)[0]) > 0
-    except (OSError, ValueError):
-        return False
-
-
 def run(prepared: Prepared, out: Path, on_round: Callable[[dict], None] | None = None,
         verbose: bool = False, on_client: Callable[[int, int, int], None] | None = None,
         resume: bool = False) -> dict:
@@ -153,15 +145,15 @@ def run(prepared: Prepared, out: Path, on_round: Callable[[dict], None] | None =
         (None, DeviceStates(len(prepared.fleet), scenario.simulation.state_memory))
     start = time.perf_counter()
     try:
-        job = ServerJob(prepared.spec, prepared.data, None, nodes_for(scenario, len(prepared.fleet)), states,
-                        checkpoint_meta={**identity, "base": str(prepared.base)}, on_round=on_round,
-                        on_client=on_client, stop=threading.Event())
         if resume:
-            job.first_round = resumed.round + 1
-            job.initial = ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in resumed.arrays.items()})
-            job.files = RunFiles.resume(out, resumed.round)
+            files = RunFiles.resume(out, resumed.round)
+            first_round = resumed.round + 1
+            initial = ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in resumed.arrays.items()})
         else:
-            job.files = RunFiles(out, resolved_yaml(scenario))
+            files, first_round, initial = RunFiles(out, resolved_yaml(scenario)), 1, None
+        job = ServerJob(prepared.spec, prepared.data, files, nodes_for(scenario, len(prepared.fleet)), states,
+                        first_round, initial, checkpoint_meta={**identity, "base": str(prepared.base)},
+                        on_round=on_round, on_client=on_client, stop=threading.Event())
         try:
             start_ray(scenario.simulation, verbose)
             run_simulation(server_app=make_server_app(job), client_app=make_client_app(SharedSpec(prepared.spec)),
@@ -183,7 +175,7 @@ def run(prepared: Prepared, out: Path, on_round: Callable[[dict], None] | None =
         job.files.write_summary(summary)
         plot_run(out)
     except BaseException:
-        held.release(False, keep=resume or files_kept(out))
+        held.release(False, keep=resume or _finished(out) > 0)
         raise
     finally:
         states.close()
@@ -205,6 +197,14 @@ def _reason(error: BaseException) -> str:
     return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
 
 
+def _finished(out: Path) -> int:
+    """Rounds a run directory holds (0 when its files are missing or unreadable)."""
+    try:
+        return len(read_run(out)[0])
+    except (OSError, ValueError):
+        return 0
+
+
 def _kept(out: Path) -> str:
-    finished = len(read_run(out)[0]) if files_kept(out) else 0
+    finished = _finished(out)
     return f"the {finished} finished rounds are in {out}" if finished else "no round finished, nothing kept"
