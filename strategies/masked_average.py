@@ -1,17 +1,39 @@
-"""Pruned-mask-aware averaging: the arithmetic of ``masked-fedavg``, in plain numpy.
+"""Pruned-mask-aware averaging: the rules of the ``masked-*`` strategies, in plain numpy.
 
 Plain FedAvg averages a pruned client's zeros into the global model and so shrinks every
-weight that some clients pruned and others kept. Here an entry is averaged only over the
-clients that kept it, and an entry that no client kept keeps its previous global value.
-This module knows nothing of Flower so that it can be tested and reused on its own.
+weight that some clients pruned and others kept. The rules here read a client's value only
+where its mask kept the entry; one function per rule, all with the same signature
+``rule(weights, masks, num_examples, previous) -> new tensor``, over the clients ``k`` of a
+round with ``n_k`` examples, mask ``m_k`` (1 where kept) and values ``w_k``:
+
+``keepers`` (:func:`keepers`)
+    ``w_j = Σ_k n_k m_kj w_kj / Σ_k n_k m_kj``: each entry averaged over the clients that kept
+    it (the brief's pruned-mask-aware averaging); an entry kept by few moves at full strength.
+``delta`` (:func:`delta`)
+    ``w_j = w_prev_j + Σ_k n_k m_kj (w_kj − w_prev_j) / Σ_k n_k``: the mean *update* over all
+    clients, a client that pruned ``j`` adding a zero update, so an entry kept by few is
+    damped towards its previous value instead of being shrunk to zero as FedAvg does.
+``consensus`` (:func:`consensus`)
+    keepers' value where clients holding at least ``quorum`` of the round's weight kept the
+    entry, 0 elsewhere: a server-side mask by vote, so the global model carries only the
+    entries a majority trains and devices prune the rest first (the sparsity consensus that
+    FLASH, Babakniya et al. 2023, finds decisive on non-IID data).
+
+In every rule an entry that no client kept keeps ``previous`` (consensus: 0), and a ``None``
+mask means the client kept everything, so with no masks every rule is FedAvg. A client's
+values at entries it did not keep are never read: they may hold anything, NaN included.
+This module knows nothing of Flower so that it can be tested and reused on its own; to add
+a rule, write a function of this signature and register it in :data:`RULES`.
 """
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
+Rule = Callable[..., np.ndarray]
 
-def masked_average(
+
+def keepers(
     weights: Sequence[np.ndarray],
     masks: Sequence[np.ndarray | None],
     num_examples: Sequence[float],
@@ -44,32 +66,78 @@ def masked_average(
     np.ndarray
         The new global tensor, of ``previous``'s shape and dtype.
     """
-    _check_lengths(len(weights), len(masks), len(num_examples))
-    counts = _check_num_examples(num_examples)
-    previous = np.asarray(previous)
-    numerator = np.zeros(previous.shape, dtype=np.float64)
-    denominator = np.zeros(previous.shape, dtype=np.float64)
-    for k, (w, m, n) in enumerate(zip(weights, masks, counts, strict=True)):
-        w = np.asarray(w)
-        if w.shape != previous.shape:
-            raise ValueError(
-                f"client {k}: weights have shape {w.shape}, expected {previous.shape} "
-                "(the shape of the previous global tensor)"
-            )
-        if m is None:
-            numerator += n * w
-            denominator += n
-            continue
-        kept = _as_bool_mask(m, w.shape, k)
-        numerator += n * np.where(kept, w, 0.0)
-        denominator += n * kept
-    averaged = np.divide(
-        numerator, denominator, out=np.zeros_like(numerator), where=denominator > 0
-    )
-    merged = np.where(denominator > 0, averaged, previous)
-    if np.issubdtype(previous.dtype, np.integer):
-        merged = np.rint(merged)
-    return merged.astype(previous.dtype, copy=False)
+    previous, kept_sum, weight_sum, _ = _sums(weights, masks, num_examples, previous)
+    averaged = np.divide(kept_sum, weight_sum, out=np.zeros_like(kept_sum), where=weight_sum > 0)
+    return _as_previous(np.where(weight_sum > 0, averaged, previous), previous)
+
+
+def delta(
+    weights: Sequence[np.ndarray],
+    masks: Sequence[np.ndarray | None],
+    num_examples: Sequence[float],
+    previous: np.ndarray,
+) -> np.ndarray:
+    """Add the clients' mean update to the previous tensor, pruned entries counting as no update.
+
+    For every entry ``j``::
+
+        w_j = w_prev_j + Σ_k n_k m_kj (w_kj − w_prev_j) / Σ_k n_k
+
+    The denominator is all the round's examples, so an entry that a share ``s_j`` of the
+    examples kept moves ``s_j`` of the way from its previous value to the keepers' average:
+    kept by all, this is keepers; kept by none, it stays. Arguments and result as
+    :func:`keepers`; with no examples at all the tensor keeps ``previous``.
+    """
+    previous, kept_sum, weight_sum, total = _sums(weights, masks, num_examples, previous)
+    base = previous.astype(np.float64)
+    moved = base + (kept_sum - weight_sum * base) / total if total > 0 else base
+    return _as_previous(moved, previous)
+
+
+def consensus(
+    weights: Sequence[np.ndarray],
+    masks: Sequence[np.ndarray | None],
+    num_examples: Sequence[float],
+    previous: np.ndarray,
+    quorum: float = 0.5,
+) -> np.ndarray:
+    """Keep an entry only where a quorum of the round kept it; average it over its keepers.
+
+    For every entry ``j``, with ``s_j = Σ_k n_k m_kj / Σ_k n_k`` the share of the round's
+    examples whose client kept it::
+
+        w_j = Σ_k n_k m_kj w_kj / Σ_k n_k m_kj   if s_j >= quorum,   else 0
+
+    A device that kept an entry the vote dropped receives 0 there and, pruning by magnitude,
+    drops it first, so the masks of the fleet converge on the majority's. Arguments and
+    result as :func:`keepers`, plus ``quorum`` in (0, 1]; with no examples at all the tensor
+    keeps ``previous``.
+    """
+    if not 0 < quorum <= 1:
+        raise ValueError(f"quorum must lie in (0, 1], got {quorum}")
+    previous, kept_sum, weight_sum, total = _sums(weights, masks, num_examples, previous)
+    if total <= 0:
+        return _as_previous(previous.astype(np.float64), previous)
+    averaged = np.divide(kept_sum, weight_sum, out=np.zeros_like(kept_sum), where=weight_sum > 0)
+    # A relative tolerance so that "exactly half kept it" meets a quorum of 0.5 despite rounding.
+    voted = weight_sum >= quorum * total * (1 - 1e-12)
+    return _as_previous(np.where(voted & (weight_sum > 0), averaged, 0.0), previous)
+
+
+RULES: dict[str, Rule] = {"keepers": keepers, "delta": delta, "consensus": consensus}
+"""The rules by the name a scenario gives in ``strategy.rule``."""
+
+
+def masked_average(
+    weights: Sequence[np.ndarray],
+    masks: Sequence[np.ndarray | None],
+    num_examples: Sequence[float],
+    previous: np.ndarray,
+    rule: str = "keepers",
+    **options: float,
+) -> np.ndarray:
+    """Aggregate one tensor by the named rule of :data:`RULES` (``options``: e.g. ``quorum``)."""
+    return _rule(rule)(weights, masks, num_examples, previous, **options)
 
 
 def masked_average_arrays(
@@ -77,12 +145,15 @@ def masked_average_arrays(
     client_masks: Sequence[Mapping[str, np.ndarray]],
     num_examples: Sequence[float],
     previous: Mapping[str, np.ndarray],
+    rule: str = "keepers",
+    **options: float,
 ) -> dict[str, np.ndarray]:
-    """Average whole models with :func:`masked_average`, tensor by tensor.
+    """Aggregate whole models by the named rule, tensor by tensor.
 
-    A tensor missing from a client's masks counts as fully kept by that client, so
-    tensors that nobody masks (biases, normalisation parameters) get ordinary
-    example-weighted averaging, exactly as FedAvg would give them.
+    A tensor missing from a client's masks counts as fully kept by that client. Tensors
+    that no client masks (biases, normalisation parameters) get ordinary example-weighted
+    averaging (:func:`keepers` with no masks), exactly as FedAvg would give them, whatever
+    the rule.
 
     Parameters
     ----------
@@ -116,15 +187,74 @@ def masked_average_arrays(
     missing = [name for name in names if name not in previous]
     if missing:
         raise ValueError(f"the previous global model lacks tensors {missing}")
-    return {
-        name: masked_average(
-            [arrays[name] for arrays in client_arrays],
-            [masks.get(name) for masks in client_masks],
-            num_examples,
-            previous[name],
+    chosen = _rule(rule)
+    averaged = {}
+    for name in names:
+        tensor_masks = [masks.get(name) for masks in client_masks]
+        aggregate = chosen if any(m is not None for m in tensor_masks) else keepers
+        extra = options if aggregate is chosen else {}
+        averaged[name] = aggregate(
+            [arrays[name] for arrays in client_arrays], tensor_masks, num_examples, previous[name], **extra
         )
-        for name in names
-    }
+    return averaged
+
+
+def kept_by_nobody(
+    client_masks: Sequence[Mapping[str, np.ndarray]], shapes: Mapping[str, tuple[int, ...]]
+) -> dict[str, np.ndarray]:
+    """Per masked tensor, the entries that no client kept (a tensor a client did not mask: none)."""
+    out = {}
+    for name, shape in shapes.items():
+        masks = [m.get(name) for m in client_masks]
+        if not masks or any(m is None for m in masks):
+            continue
+        out[name] = ~np.logical_or.reduce([_as_bool_mask(m, tuple(shape), k) for k, m in enumerate(masks)])
+    return out
+
+
+def _rule(name: str) -> Rule:
+    if name not in RULES:
+        raise ValueError(f"unknown aggregation rule {name!r} (known: {', '.join(RULES)})")
+    return RULES[name]
+
+
+def _sums(
+    weights: Sequence[np.ndarray],
+    masks: Sequence[np.ndarray | None],
+    num_examples: Sequence[float],
+    previous: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """Check the arguments; return ``previous``, ``Σ_k n_k m_kj w_kj``, ``Σ_k n_k m_kj`` and ``Σ_k n_k``.
+
+    Values at entries a client did not keep are replaced before any arithmetic, so NaN or
+    infinity there never reaches the sums.
+    """
+    _check_lengths(len(weights), len(masks), len(num_examples))
+    counts = _check_num_examples(num_examples)
+    previous = np.asarray(previous)
+    kept_sum = np.zeros(previous.shape, dtype=np.float64)
+    weight_sum = np.zeros(previous.shape, dtype=np.float64)
+    for k, (w, m, n) in enumerate(zip(weights, masks, counts, strict=True)):
+        w = np.asarray(w)
+        if w.shape != previous.shape:
+            raise ValueError(
+                f"client {k}: weights have shape {w.shape}, expected {previous.shape} "
+                "(the shape of the previous global tensor)"
+            )
+        if m is None:
+            kept_sum += n * w
+            weight_sum += n
+            continue
+        kept = _as_bool_mask(m, w.shape, k)
+        kept_sum += n * np.where(kept, w, 0.0)
+        weight_sum += n * kept
+    return previous, kept_sum, weight_sum, float(counts.sum())
+
+
+def _as_previous(merged: np.ndarray, previous: np.ndarray) -> np.ndarray:
+    if np.issubdtype(previous.dtype, np.integer):
+        merged = np.rint(merged)
+    return merged.astype(previous.dtype, copy=False)
 
 
 def _check_lengths(n_weights: int, n_masks: int, n_examples: int) -> None:

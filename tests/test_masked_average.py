@@ -115,3 +115,125 @@ def test_whole_model_refuses_mismatched_models():
         masked_average_arrays([{"c": np.zeros(1)}], [{}], [1], previous)
     with pytest.raises(ValueError, match="zero clients"):
         masked_average_arrays([], [], [], previous)
+
+
+# --- every rule against an independent, entry-by-entry reference -------------------------------
+
+from strategies.masked_average import RULES, consensus, delta, keepers, kept_by_nobody  # noqa: E402
+
+
+def _reference(rule, weights, masks, n, previous, quorum=0.5):
+    """The rules' formulas written out one entry at a time, in plain Python floats."""
+    out = np.empty(previous.shape, dtype=np.float64)
+    total = float(sum(n))
+    for j in np.ndindex(previous.shape):
+        kept = [(float(nk), float(w[j])) for w, m, nk in zip(weights, masks, n) if m is None or m[j]]
+        weight = sum(nk for nk, _ in kept)
+        keepers_value = sum(nk * wj for nk, wj in kept) / weight if weight > 0 else float(previous[j])
+        if rule == "keepers":
+            out[j] = keepers_value
+        elif rule == "delta":
+            out[j] = previous[j] + sum(nk * (wj - previous[j]) for nk, wj in kept) / total if total > 0 \
+                else previous[j]
+        else:
+            out[j] = (keepers_value if weight >= quorum * total and weight > 0 else 0.0) if total > 0 \
+                else previous[j]
+    return out.astype(previous.dtype)
+
+
+def _random_round(seed, clients=5, shape=(4, 6)):
+    rng = np.random.default_rng(seed)
+    weights, masks = [], []
+    for _ in range(clients):
+        mask = rng.random(shape) < rng.uniform(0.1, 0.9)
+        w = rng.normal(size=shape).astype(np.float32)
+        # Garbage where the client pruned: a rule that reads it returns NaN or inf somewhere.
+        w[~mask] = rng.choice([np.nan, np.inf, -np.inf, 1e30], size=int((~mask).sum()))
+        weights.append(w)
+        masks.append(mask)
+    masks[-1] = None if seed % 2 else masks[-1]  # a client without a mask kept everything
+    if masks[-1] is None:
+        weights[-1] = rng.normal(size=shape).astype(np.float32)
+    n = rng.integers(0, 50, size=clients).astype(float)
+    n[0] = 7.0
+    previous = rng.normal(size=shape).astype(np.float32)
+    return weights, masks, n, previous
+
+
+@pytest.mark.parametrize("rule", sorted(RULES))
+@pytest.mark.parametrize("seed", range(8))
+def test_every_rule_matches_the_reference_on_random_masks_with_garbage(rule, seed):
+    weights, masks, n, previous = _random_round(seed)
+    got = RULES[rule](weights, masks, n, previous)
+    assert got.dtype == previous.dtype and np.all(np.isfinite(got))
+    np.testing.assert_allclose(got, _reference(rule, weights, masks, n, previous), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("quorum", [0.2, 0.5, 0.75, 1.0])
+def test_consensus_matches_the_reference_at_every_quorum(quorum):
+    weights, masks, n, previous = _random_round(3, clients=6)
+    np.testing.assert_allclose(consensus(weights, masks, n, previous, quorum=quorum),
+                               _reference("consensus", weights, masks, n, previous, quorum), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("rule", sorted(RULES))
+def test_with_full_masks_every_rule_is_fedavg(rule):
+    rng = np.random.default_rng(1)
+    weights = [rng.normal(size=(3, 2)) for _ in range(3)]
+    n = [5.0, 1.0, 4.0]
+    fedavg = sum(nk * w for nk, w in zip(n, weights)) / sum(n)
+    previous = rng.normal(size=(3, 2))
+    np.testing.assert_allclose(RULES[rule](weights, [np.ones((3, 2), bool)] * 3, n, previous), fedavg)
+    np.testing.assert_allclose(RULES[rule](weights, [None] * 3, n, previous), fedavg)
+
+
+def test_delta_damps_an_entry_kept_by_few_instead_of_shrinking_it():
+    # Entry 1 is kept by one of two equal clients, which moved it from 1.0 to 3.0.
+    weights = [np.array([2.0, np.nan]), np.array([4.0, 3.0])]
+    masks = [np.array([True, False]), np.array([True, True])]
+    previous = np.array([0.0, 1.0])
+    np.testing.assert_array_equal(delta(weights, masks, [1, 1], previous), [3.0, 2.0])  # half way
+    np.testing.assert_array_equal(keepers(weights, masks, [1, 1], previous), [3.0, 3.0])  # all the way
+
+
+def test_consensus_drops_what_the_majority_pruned():
+    weights = [np.array([2.0, np.nan, 5.0]), np.array([4.0, 3.0, np.nan]), np.array([6.0, np.nan, 7.0])]
+    masks = [np.array([1, 0, 1], bool), np.array([1, 1, 0], bool), np.array([1, 0, 1], bool)]
+    got = consensus(weights, masks, [1, 1, 1], previous=np.array([9.0, 9.0, 9.0]))
+    np.testing.assert_array_equal(got, [4.0, 0.0, 6.0])
+
+
+def test_no_examples_keep_the_previous_tensor():
+    previous = np.array([1.5, -2.0])
+    for rule in RULES.values():
+        np.testing.assert_array_equal(rule([np.array([5.0, 5.0])], [None], [0.0], previous), previous)
+
+
+def test_masked_average_dispatches_by_rule_name_and_refuses_unknown_ones():
+    weights, masks, n, previous = _random_round(2)
+    for name, rule in RULES.items():
+        np.testing.assert_array_equal(masked_average(weights, masks, n, previous, rule=name),
+                                      rule(weights, masks, n, previous))
+    with pytest.raises(ValueError, match="unknown aggregation rule 'median'"):
+        masked_average(weights, masks, n, previous, rule="median")
+    with pytest.raises(ValueError, match="quorum"):
+        consensus(weights, masks, n, previous, quorum=0.0)
+
+
+@pytest.mark.parametrize("rule", sorted(RULES))
+def test_unmasked_tensors_are_fedavg_whatever_the_rule(rule):
+    rng = np.random.default_rng(4)
+    clients = [{"w": rng.normal(size=(2, 2)), "b": rng.normal(size=2)} for _ in range(2)]
+    masks = [{"w": np.array([[1, 0], [1, 1]], bool)}, {"w": np.array([[0, 0], [1, 1]], bool)}]
+    previous = {"w": np.zeros((2, 2)), "b": np.full(2, 100.0)}
+    out = masked_average_arrays(clients, masks, [1, 3], previous, rule)
+    np.testing.assert_allclose(out["b"], (clients[0]["b"] + 3 * clients[1]["b"]) / 4)
+    np.testing.assert_allclose(out["w"], RULES[rule]([c["w"] for c in clients], [m["w"] for m in masks],
+                                                     [1, 3], previous["w"]))
+
+
+def test_kept_by_nobody_marks_entries_no_client_kept():
+    masks = [{"w": np.array([1, 0, 0], bool)}, {"w": np.array([0, 0, 1], bool)}]
+    got = kept_by_nobody(masks, {"w": (3,), "b": (2,)})
+    assert list(got) == ["w"]
+    np.testing.assert_array_equal(got["w"], [False, True, False])
