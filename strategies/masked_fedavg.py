@@ -1,10 +1,11 @@
-"""``masked-fedavg``: Flower's FedAvg with pruned-mask-aware averaging of the uploads.
+"""``masked-fedavg``: Flower's FedAvg with pruned-mask-aware aggregation of the uploads.
 
 Only the aggregation of training replies differs from FedAvg, so only ``aggregate_train``
 is overridden; sampling, the round loop, evaluation and failure handling are Flower's.
 ``configure_train`` is extended by two lines: it remembers the global arrays it sends,
-because an entry that no client kept keeps its previous global value and
-``aggregate_train`` is not given that value, and it tells clients to send packed uploads.
+because the rules need the previous global value and ``aggregate_train`` is not given it,
+and it tells clients to send packed uploads. Which rule aggregates is a constructor option
+(``rule``, one of ``masked_average.RULES``).
 """
 
 from collections.abc import Iterable
@@ -16,7 +17,8 @@ from flwr.serverapp.exception import AggregationError
 from flwr.serverapp.strategy import FedAvg
 
 from .encoding import unpack_masked_state
-from .masked_average import masked_average_arrays
+from .resumable import Resumable
+from .masked_average import RULES, kept_by_nobody, masked_average_arrays
 
 UPLOAD_ENCODING_KEY = "upload-encoding"
 """Train-config key through which the server asks for packed uploads.
@@ -27,13 +29,14 @@ UPLOAD_ENCODING_KEY = "upload-encoding"
 """
 
 
-class MaskedFedAvg(FedAvg):
-    """FedAvg whose prunable tensors are averaged only over the clients that kept each entry.
+class MaskedFedAvg(Resumable, FedAvg):
+    """FedAvg whose prunable tensors are aggregated by a mask-aware rule.
 
-    For entry ``j`` of a masked tensor, over the replying clients ``k`` with ``n_k``
-    examples and mask ``m_k``: ``w_j = Σ_k n_k m_kj w_kj / Σ_k n_k m_kj``, and the previous
-    global value where no client kept ``j``. Tensors sent dense are averaged as FedAvg
-    does. Each reply carries exactly one ArrayRecord, holding the client's model packed by
+    With the default rule ``keepers``, for entry ``j`` of a masked tensor, over the replying
+    clients ``k`` with ``n_k`` examples and mask ``m_k``:
+    ``w_j = Σ_k n_k m_kj w_kj / Σ_k n_k m_kj``, and the previous global value where no client
+    kept ``j``; ``delta`` and ``consensus`` are the other rules (``masked_average``). Tensors
+    sent dense are averaged as FedAvg does. Each reply carries exactly one ArrayRecord, holding the client's model packed by
     :func:`strategies.encoding.pack_masked_state` (a dense model is accepted too), and
     exactly one MetricRecord holding the example count under ``weighted_by_key``; as in
     FedAvg, the records' own keys are not checked, ``arrayrecord_key`` is the key used
@@ -63,9 +66,27 @@ class MaskedFedAvg(FedAvg):
         ``None`` means Flower's example-weighted average.
     evaluate_metrics_aggr_fn : callable or None (default: None)
         The same for evaluation metrics.
+    rule : str (default: "keepers")
+        The aggregation rule, a name of ``masked_average.RULES``.
+    quorum : float (default: 0.5)
+        Share of the round's weight that must have kept an entry (rule ``consensus`` only).
     """
 
     _current_arrays: ArrayRecord | None = None
+    _rule_arrays: dict[str, np.ndarray] | None = None  # the rule's aggregate of the last round
+    _uncovered: dict[str, np.ndarray] | None = None  # per masked tensor, entries no client kept
+
+    def __init__(self, *, rule: str = "keepers", quorum: float = 0.5, **fedavg_options) -> None:
+        super().__init__(**fedavg_options)
+        self.set_rule(rule, quorum)
+
+    def set_rule(self, rule: str, quorum: float = 0.5) -> None:
+        """Choose the aggregation rule (``masked_average.RULES``) and the consensus quorum."""
+        if rule not in RULES:
+            raise ValueError(f"unknown aggregation rule {rule!r} (known: {', '.join(RULES)})")
+        if not 0 < quorum <= 1:
+            raise ValueError(f"quorum must lie in (0, 1], got {quorum}")
+        self.rule, self.quorum = rule, quorum
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
@@ -105,7 +126,10 @@ class MaskedFedAvg(FedAvg):
                 metrics = next(iter(content.metric_records.values()))
                 counts.append(float(metrics[self.weighted_by_key]))
             previous = {k: a.numpy() for k, a in self._current_arrays.items()}
-            averaged = masked_average_arrays(states, masks, counts, previous)
+            options = {"quorum": self.quorum} if self.rule == "consensus" else {}
+            averaged = masked_average_arrays(states, masks, counts, previous, self.rule, **options)
+            self._uncovered = kept_by_nobody(masks, {k: v.shape for k, v in previous.items()})
+            self._rule_arrays = averaged
         except ValueError as err:
             raise AggregationError(reason=f"masked averaging failed: {err}") from err
         return ArrayRecord({k: Array(np.asarray(v)) for k, v in averaged.items()})

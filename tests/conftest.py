@@ -25,3 +25,18 @@ def cnn():
 def batch(shape, n, seed=0):
     g = torch.Generator().manual_seed(seed)
     return torch.randn((n, *shape), generator=g), torch.randint(0, 10, (n,), generator=g)
+
+
+@pytest.fixture
+def flower_task_identity(monkeypatch):
+    """Give this process the run identity a ServerApp has, which Message() requires.
+
+    Flower sets it when it starts an app; outside one, building a Message raises
+    ``RuntimeError: TaskIdentity.run_id is not set``. Flower ships no public helper, so
+    the private attributes are set, and monkeypatch restores them afterwards.
+    """
+    from flwr.supercore.task_identity import TaskIdentity
+
+    monkeypatch.setattr(TaskIdentity, "_run_id", 1)
+    monkeypatch.setattr(TaskIdentity, "_node_id", 1)
+    monkeypatch.setattr(TaskIdentity, "_task_id", 1)

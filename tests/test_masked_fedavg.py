@@ -15,9 +15,8 @@ from flwr.app import (
     RecordDict,
 )
 from flwr.serverapp.exception import AggregationError, InconsistentMessageReplies
-from flwr.serverapp.strategy import FedAvg
+from flwr.serverapp.strategy import FedAdam, FedAvg, FedAvgM
 from flwr.supercore import telemetry
-from flwr.supercore.task_identity import TaskIdentity
 
 from strategies import STRATEGIES, UPLOAD_ENCODING_KEY, MaskedFedAvg
 from strategies.encoding import dense_masked_state, pack_masked_state
@@ -48,17 +47,7 @@ EXPECTED_WEIGHT = np.array([[2.5, 2.0, 6.0], [9.0, 9.0, 9.0]], np.float32)
 EXPECTED_BIAS = np.full(2, 4.0, np.float32)
 
 
-@pytest.fixture(autouse=True)
-def _task_identity(monkeypatch):
-    """Give this process the run identity a ServerApp has, which Message() requires.
-
-    Flower sets it when it starts an app; outside one, building a Message raises
-    ``RuntimeError: TaskIdentity.run_id is not set``. Flower ships no public helper, so
-    the private attributes are set, and monkeypatch restores them afterwards.
-    """
-    monkeypatch.setattr(TaskIdentity, "_run_id", 1)
-    monkeypatch.setattr(TaskIdentity, "_node_id", 1)
-    monkeypatch.setattr(TaskIdentity, "_task_id", 1)
+pytestmark = pytest.mark.usefixtures("flower_task_identity")
 
 
 class _Grid:
@@ -184,8 +173,13 @@ def test_aggregate_before_configure_is_an_aggregation_error():
         MaskedFedAvg().aggregate_train(1, _packed_replies(instructions))
 
 
-def test_registry_names_both_server_strategies():
-    assert STRATEGIES == {"masked-fedavg": MaskedFedAvg, "fedavg": FedAvg}
+def test_registry_names_mask_aware_and_flower_strategies():
+    assert set(STRATEGIES) == {"masked-fedavg", "masked-fedavgm", "masked-fedadam", "fedavg", "fedavgm", "fedadam"}
+    assert STRATEGIES["masked-fedavg"] is MaskedFedAvg
+    for name, flower in (("fedavg", FedAvg), ("fedavgm", FedAvgM), ("fedadam", FedAdam)):
+        assert issubclass(STRATEGIES[name], flower)
+        assert issubclass(STRATEGIES[f"masked-{name}"], flower)
+        assert issubclass(STRATEGIES[f"masked-{name}"], MaskedFedAvg)
 
 
 @pytest.fixture

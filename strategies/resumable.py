@@ -1,0 +1,57 @@
+"""``Resumable``: a strategy's optimizer state as plain arrays, and rounds counted across a resume.
+
+Every strategy fogsim builds carries it, so a run resumed from a checkpoint continues with the
+server optimizer's momentum and moments where they were, and FedAdam's bias correction (which
+depends on the round) sees the run's round, not the resumed loop's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+from flwr.app import Message
+
+STATE_SEPARATOR = "::"
+"""Joins an optimizer attribute and a tensor key (or list position) in :meth:`Resumable.state_arrays`."""
+
+_STATE = ("momentum_vector", "m_t", "v_t")  # FedAvgM's momentum, FedOpt's first and second moments
+
+
+class Resumable:
+    """Mixin: optimizer state to and from plain arrays, and rounds counted from ``round_offset``.
+
+    Flower's strategies number the rounds of their own loop from 1; a resumed run's loop starts
+    at the round after its checkpoint, so ``round_offset`` (rounds already done) is added to the
+    round that ``aggregate_train`` sees.
+    """
+
+    round_offset = 0
+
+    def aggregate_train(self, server_round: int, replies: Iterable[Message]):
+        return super().aggregate_train(server_round + self.round_offset, replies)
+
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        """The optimizer state as ``{"m_t::fc.weight": array, "momentum_vector::0": array, ...}``."""
+        out = {}
+        for attribute in _STATE:
+            value = getattr(self, attribute, None)
+            if isinstance(value, dict):
+                out.update({f"{attribute}{STATE_SEPARATOR}{k}": np.asarray(v) for k, v in value.items()})
+            elif isinstance(value, list):
+                out.update({f"{attribute}{STATE_SEPARATOR}{i}": np.asarray(v) for i, v in enumerate(value)})
+        return out
+
+    def load_state_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        """Invert :meth:`state_arrays`; raises ValueError on a key this strategy does not keep."""
+        found: dict[str, dict[str, np.ndarray]] = {}
+        for key, array in arrays.items():
+            attribute, sep, name = key.partition(STATE_SEPARATOR)
+            if not sep or attribute not in _STATE or not hasattr(self, attribute):
+                raise ValueError(f"strategy state {key!r} does not belong to {type(self).__name__}")
+            found.setdefault(attribute, {})[name] = np.asarray(array)
+        for attribute, values in found.items():
+            if attribute == "momentum_vector":
+                setattr(self, attribute, [values[str(i)] for i in range(len(values))])
+            else:
+                setattr(self, attribute, values)
