@@ -12,13 +12,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from flwr.app import Context, RecordDict
+from flwr.app import Array, ArrayRecord, Context, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 
 from fogsim.sim.client_app import make_client_app
 from fogsim.sim.device_state import DeviceStates, read_state
 from fogsim.sim.outputs import RunFiles, WALL_COLUMNS, read_run
-from fogsim.sim.run import prepare
+from fogsim.sim.run import prepare, prepare_resume
 from fogsim.sim.scenario import resolved_yaml
 from fogsim.sim.server_app import ServerJob, serve
 
@@ -133,3 +133,53 @@ def test_messages_are_spread_over_the_worker_nodes(tmp_path):
                                                   "fleet[2].count=4", "fraction=0.5"], workers=3)
     first = [node for round_, _, node, _, _ in grid.trace if round_ == 1]
     assert sorted(set(first)) == [100, 101, 102] and len(first) > 3, "devices share the nodes round-robin"
+
+
+class _Cut(Exception):
+    pass
+
+
+def test_a_server_optimizer_run_cut_short_resumes_to_the_same_files(tmp_path):
+    """masked-fedadam carries its moments from round to round: a run that dies after writing round 3's
+    rows (before that round's checkpoint) and is resumed from round 2's checkpoint — global arrays,
+    device states and the optimizer's state — ends with the files of the uninterrupted run."""
+    sets = ["rounds=4", "strategy.name=masked-fedadam", "strategy.rule=delta", "strategy.server_lr=0.01"]
+
+    def serve_from(prepared, out, files, states, resumed=None, on_round=None):
+        job = ServerJob(prepared.spec, prepared.data, files, 2, states,
+                        first_round=resumed.round + 1 if resumed else 1,
+                        initial=ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in resumed.arrays.items()})
+                        if resumed else None,
+                        checkpoint_meta={**prepared.identity(), "base": str(prepared.base)},
+                        strategy_state=resumed.strategy if resumed else None, on_round=on_round)
+        try:
+            serve(InProcessGrid(prepared.spec, 2), job)
+        finally:
+            files.close()
+            states.close()
+
+    def fresh(name, on_round=None):
+        prepared = prepare("scenarios/quickstart.yaml", sets)
+        out = tmp_path / name
+        out.mkdir()
+        serve_from(prepared, out, RunFiles(out, resolved_yaml(prepared.scenario)),
+                   DeviceStates(len(prepared.fleet), prepared.scenario.simulation.state_memory), on_round=on_round)
+        return out
+
+    def cut(row):
+        if row["round"] == 3:
+            raise _Cut
+
+    whole = fresh("whole")
+    with pytest.raises(_Cut):
+        fresh("cut", on_round=cut)
+    out = tmp_path / "cut"
+    prepared = prepare_resume(out)
+    resumed, states = prepared.resumed
+    assert resumed.round == 2 and resumed.strategy, "round 2's checkpoint, with the optimizer's moments"
+    serve_from(prepared, out, RunFiles.resume(out, resumed.round), states, resumed)
+    for name in ("rounds.csv", "clients.csv"):
+        a, b = (pd.read_csv(d / name) for d in (whole, out))
+        if name == "rounds.csv":
+            a, b = a.drop(columns=WALL_COLUMNS), b.drop(columns=WALL_COLUMNS)
+        pd.testing.assert_frame_equal(a, b)

@@ -48,10 +48,13 @@ def test_every_device_stays_within_its_budget(two_runs):
     assert (tiny["batch_size_max"] < ok[ok["profile"] == "esp32-s3"]["batch_size_max"].max()).all()
 
 
-def test_pruned_uploads_are_sparse(two_runs):
+def test_pruned_uploads_and_downloads_are_sparse(two_runs):
     clients = pd.read_csv(two_runs[0] / "clients.csv")
+    dense = clients.loc[clients["round"] == 1, "download_bytes"]  # no device holds a mask yet: the dense model
+    assert dense.nunique() == 1
     last = clients[(clients["failed"] == 0) & (clients["round"] == 3)]
-    assert (last["upload_bytes"] < last["download_bytes"] / 2).all()
+    assert (last["upload_bytes"] < dense.iloc[0] / 2).all()
+    assert (last["download_bytes"] < dense.iloc[0] / 2).all()
 
 
 def test_same_seed_gives_the_same_rounds_whatever_the_workers(two_runs):

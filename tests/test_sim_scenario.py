@@ -55,7 +55,7 @@ def test_bad_set_is_a_one_line_error(assignment):
     ({"fleet": []}, "fleet: List should have at least 1 item"),
     ({}, "fleet: required key is missing"),
     ({"fleet": FLEET, "pruning": {"compression": 0.5}}, "pruning.compression: must be a number >= 1 or auto"),
-    ({"fleet": FLEET, "strategy": {"name": "fedprox"}}, "strategy.name: Input should be 'masked-fedavg' or"),
+    ({"fleet": FLEET, "strategy": {"name": "fedprox"}}, "strategy.name: Input should be 'masked-fedavg', 'masked-fedavgm'"),
     ({"fleet": FLEET, "data": {"name": "imagenet"}}, "data.name: unknown dataset 'imagenet'"),
     ({"fleet": FLEET, "model": "resnet"}, "model: unknown model 'resnet'"),
     ({"fleet": FLEET, "pruning": {"prune_start": 0.5, "prune_end": 0.2}}, "prune_end (0.2) must not be before"),

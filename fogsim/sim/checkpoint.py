@@ -2,15 +2,16 @@
 
 At the end of every round the server writes ``.checkpoint/round-NNNNNN/`` inside the run
 directory: the global arrays (``arrays.npz``), every device's state (``devices.npz``: steps,
-next pruning point, whether it trained, and its mask as an index into the distinct masks), and
-``round.json``, written last, which makes the checkpoint complete. It names the round, the
+next pruning point, whether it trained, and its mask as an index into the distinct masks), the
+server optimizer's state (``strategy.npz``: FedAvgM's momentum, FedAdam's moments; empty for
+the averaging strategies), and ``round.json``, written last, which makes the checkpoint complete. It names the round, the
 hash of the run's resolved ``scenario.yaml`` and of its fleet plan, and the directory the
 scenario's profile files are relative to. Only the newest complete checkpoint is kept.
 
 Nothing else is needed: every random draw of a round (sampling, availability, failures, each
-device's data order) is seeded by (seed, round, device), and the strategies keep no state of
-their own between rounds besides the global arrays. So a run resumed from round ``k`` computes
-rounds ``k+1..`` exactly as the uninterrupted run did.
+device's data order) is seeded by (seed, round, device), and a strategy's state between rounds is
+the global arrays and its optimizer state. So a run resumed from round ``k`` computes rounds
+``k+1..`` exactly as the uninterrupted run did.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from fogsim.errors import FogsimError
 from fogsim.sim.device_state import DeviceState, DeviceStates
 
 DIRECTORY = ".checkpoint"
-FORMAT = 1
+FORMAT = 2  # 2: strategy.npz (the server optimizer state) added
 
 
 def digest(text: str) -> str:
@@ -43,9 +44,11 @@ class Checkpoint:
     round: int
     arrays: dict[str, np.ndarray]
     path: Path
+    strategy: dict[str, np.ndarray]  # the server optimizer's state (``Resumable.state_arrays``)
 
 
-def save(out: Path, round_: int, arrays: dict[str, np.ndarray], states: DeviceStates, meta: dict) -> None:
+def save(out: Path, round_: int, arrays: dict[str, np.ndarray], states: DeviceStates, meta: dict,
+         strategy: dict[str, np.ndarray] | None = None) -> None:
     """Write the checkpoint of ``round_``; the previous one is removed only once this one is complete."""
     root = out / DIRECTORY
     target = root / f"round-{round_:06d}"
@@ -54,6 +57,7 @@ def save(out: Path, round_: int, arrays: dict[str, np.ndarray], states: DeviceSt
     partial.mkdir(parents=True)
     _save_npz(partial / "arrays.npz", arrays)
     _save_npz(partial / "devices.npz", _device_arrays(states))
+    _save_npz(partial / "strategy.npz", strategy or {})
     _write_synced(partial / "round.json", json.dumps({"format": FORMAT, "round": round_, **meta}).encode())
     shutil.rmtree(target, ignore_errors=True)
     partial.rename(target)
@@ -90,8 +94,9 @@ def load(path: Path, expected: dict, states: DeviceStates) -> Checkpoint:
             raise FogsimError(f"{path}: this checkpoint belongs to another run ({what} differ); it cannot be resumed")
         arrays = _load_npz(path / "arrays.npz")
         devices = _load_npz(path / "devices.npz")
+        strategy = _load_npz(path / "strategy.npz")
         _restore(states, devices)
-        return Checkpoint(int(found["round"]), arrays, path)
+        return Checkpoint(int(found["round"]), arrays, path, strategy)
     except FogsimError:
         raise
     except (OSError, ValueError, KeyError, TypeError, IndexError, zipfile.BadZipFile, EOFError) as error:

@@ -5,7 +5,10 @@ Thin glue around the DynHP core. Each training message names a device and carrie
 ``device_state``). In a round it takes part in, the device
 
 1. builds the model from the global weights it receives and applies *its own* mask to them
-   (so the mask never regrows);
+   (so the mask never regrows); with sparse downloads (``strategy.download``, see ``fog_grid``)
+   it receives them already restricted to that mask and packed like the uploads, and unpacks
+   them, zeros outside the mask; its download bytes are the payload of the arrays it received,
+   by the same count for either form;
 2. resumes its schedule: its progress, in samples, is set to where it would be had it trained
    in every round (``(round - 1) / rounds`` of its horizon ``rounds x epochs x partition size``),
    so a device sampled in few rounds still reaches its target compression by the last round;
@@ -38,7 +41,8 @@ from fogsim.sim.device_state import DeviceState, pack_masks, read_state, state_r
 from fogsim.sim.fleet import Fleet
 from fogsim.sim.partition import Partitions
 from fogsim.sim.scenario import Scenario
-from strategies import UPLOAD_ENCODING_KEY, dense_masked_state, encoded_nbytes, pack_masked_state
+from strategies import (UPLOAD_ENCODING_KEY, dense_masked_state, encoded_nbytes, pack_masked_state,
+                        unpack_masked_state)
 
 UNIFORM_WEIGHT_KEY = "unit-weight"  # what the strategy weights by when strategy.weighting is uniform
 
@@ -92,9 +96,10 @@ def train_device(spec: FleetSpec, msg: Message) -> Message:
     data = dataset_of(scenario)
     rows = torch.from_numpy(spec.partitions[device_id])
     x, y = data.train_x[rows], data.train_y[rows]
-    arrays = msg.content["arrays"]
+    received = {k: a.numpy() for k, a in msg.content["arrays"].items()}  # dense, or packed by a sparse download
+    global_state, _ = unpack_masked_state(received)  # the device's own mask is applied below (_restore)
     model = build_model(scenario.model, data.input_shape, data.num_classes)
-    model.load_state_dict(arrays.to_torch_state_dict())
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in global_state.items()})
     per_round = int(round(scenario.training.epochs * len(x)))
     trainer = DeviceTrainer(model, data.input_shape, data.num_classes, device.config,
                             horizon=scenario.rounds * per_round, budget=device.profile.memory_budget,
@@ -113,7 +118,7 @@ def train_device(spec: FleetSpec, msg: Message) -> Message:
              dtype=torch.bool)).numpy() for name in trainer.topology.prunable}
     packed = msg.content["config"].get(UPLOAD_ENCODING_KEY, "dense") == "packed"
     upload = pack_masked_state(weights, masks) if packed else dense_masked_state(weights, masks)
-    download_bytes = sum(int(a.numpy().nbytes) for a in arrays.values())
+    download_bytes = encoded_nbytes(received)
     upload_bytes = encoded_nbytes(upload)
     metrics = MetricRecord({
         "num-examples": len(x),

@@ -31,12 +31,17 @@ def _flops(rate: float) -> str:
     return f"{rate:.3g} FLOP/s"
 
 
+def strategy_label(strategy) -> str:
+    """``masked-fedavg (delta)``: the strategy, and the rule where it has one."""
+    return f"{strategy.name} ({strategy.rule})" if strategy.name.startswith("masked-") else strategy.name
+
+
 def plan_table(prepared) -> Table:
     """One row per fleet entry: what its devices may use and what their training needs."""
     scenario = prepared.scenario
     table = Table(title=f"{scenario.name}: {len(prepared.fleet)} devices, {scenario.pruning.method} on "
                         f"{scenario.model} / {scenario.data.name} ({scenario.data.partition.kind}), "
-                        f"{scenario.strategy.name}, {scenario.rounds} rounds")
+                        f"{strategy_label(scenario.strategy)}, {scenario.rounds} rounds")
     for column in ("fleet entry", "devices", "budget", "dense needs", "target needs", "start density",
                    "target compression", "batch", "samples / device"):
         table.add_column(column, justify="left" if column == "fleet entry" else "right")

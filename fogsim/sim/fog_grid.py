@@ -12,20 +12,33 @@ node ``i mod nodes``. Replies come back with the device's new state, which the g
 takes out of the reply, so the strategy sees Flower's own records only. The training replies
 of a round are kept sorted by device, so that aggregation and the result files do not depend
 on the order in which Ray finished the clients.
+
+Downloads are sparse by default (``strategy.download``): a device whose mask the grid knows
+receives the global model restricted to that mask, packed as the uploads are
+(``strategies.pack_masked_state``: every prunable tensor as kept values plus a bitmap or int32
+indices, whichever is smaller; the other tensors dense). The device applies its own mask to
+what it receives anyway (its mask never regrows), so what it trains is the same as with the
+dense download; only the bytes it receives, and so its simulated time, shrink. A device with no
+mask yet (its first round, or a method that does not prune) receives the dense model, as every
+device does with ``download: dense``, and so does a device whose mask kept so much that the
+packed model would be larger than the dense one (a bitmap costs 1 bit per entry). Devices often
+share a mask, so a round packs the model once per distinct mask, not once per device.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Mapping
 from typing import Callable
 
 import numpy as np
-from flwr.app import ConfigRecord, Message, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
 from flwr.common import MessageType
 
 from fogsim.sim import fog
-from fogsim.sim.device_state import DeviceStates, pop_state, state_records
+from fogsim.sim.device_state import DeviceStates, pop_state, state_records, unpack_masks
+from strategies import encoded_nbytes, pack_masked_state
 
 CONNECT_TIMEOUT_S = 120
 PULL_INTERVAL_S = 0.1  # Flower's own InMemoryGrid default
@@ -36,11 +49,20 @@ class Stopped(Exception):
 
 
 class FogGrid:
-    """Wraps a Flower ``Grid``; ``round`` is advanced by the server at the end of each round."""
+    """Wraps a Flower ``Grid``; ``round`` is advanced by the server at the end of each round.
+
+    ``download`` is ``"sparse"`` or ``"dense"`` (see the module); sparse downloads need
+    ``shapes``, the prunable tensors' names and shapes in model order, to unpack the masks.
+    """
 
     def __init__(self, grid, availability: np.ndarray, fraction: float, seed: int, states: DeviceStates,
                  nodes: int, on_reply: Callable[[int, int], None] | None = None,
-                 stop: threading.Event | None = None):
+                 stop: threading.Event | None = None, download: str = "dense",
+                 shapes: Mapping[str, tuple[int, ...]] | None = None):
+        if download not in ("sparse", "dense"):
+            raise ValueError(f"download must be 'sparse' or 'dense', not {download!r}")
+        if download == "sparse" and shapes is None:
+            raise ValueError("sparse downloads need the prunable tensors' shapes")
         self.grid = grid
         self.availability = availability  # per device
         self.fraction = fraction
@@ -54,6 +76,12 @@ class FogGrid:
         self.available: np.ndarray = np.empty(0, dtype=np.int64)
         self.sampled: list[int] = []
         self.replies: list[tuple[int, Message]] = []
+        self.download = download
+        self.shapes = dict(shapes or {})
+        # One send_and_receive's packed downloads: the global arrays it sends (kept, so that their
+        # id is not reused) and their numpy form by id, and a packed record per (arrays, mask).
+        self._globals: dict[int, tuple[ArrayRecord, dict[str, np.ndarray]]] = {}
+        self._packed: dict[tuple[int, bytes], ArrayRecord] = {}
 
     def __getattr__(self, name):
         return getattr(self.grid, name)
@@ -84,7 +112,10 @@ class FogGrid:
             return []
         train = messages[0].metadata.message_type == MessageType.TRAIN
         devices = [int(m.metadata.dst_node_id) for m in messages]
-        outgoing = [self._for_worker(m, device, slot) for slot, (m, device) in enumerate(zip(messages, devices))]
+        try:
+            outgoing = [self._for_worker(m, device, slot) for slot, (m, device) in enumerate(zip(messages, devices))]
+        finally:
+            self._globals, self._packed = {}, {}
         ids = list(self.grid.push_messages(outgoing))
         device_of = {m.metadata.message_id: device for m, device in zip(outgoing, devices)}
         replies = sorted(((device_of[r.metadata.reply_to_message_id], r) for r in
@@ -101,12 +132,33 @@ class FogGrid:
         return [reply for _, reply in replies]
 
     def _for_worker(self, message: Message, device: int, slot: int) -> Message:
-        """``message`` for ``device``, with its state, addressed to a worker node."""
-        content = RecordDict({**message.content, **state_records(device, self.states.get(device))})
+        """``message`` for ``device``, with its state, addressed to a worker node; a training message
+        carries the global arrays restricted to the device's mask when downloads are sparse."""
+        state = self.states.get(device)
+        content = RecordDict({**message.content, **state_records(device, state)})
+        if (self.download == "sparse" and message.metadata.message_type == MessageType.TRAIN
+                and state is not None and state.mask is not None and "arrays" in content):
+            content["arrays"] = self._sparse(content["arrays"], state.mask)
         if "config" in content:  # the fog's round, which a resumed run's strategy does not count from
             content["config"] = ConfigRecord({**content["config"], "server-round": self.round})
         return Message(content=content, dst_node_id=self.nodes[slot % len(self.nodes)],
                        message_type=message.metadata.message_type)
+
+    def _sparse(self, arrays: ArrayRecord, bits: np.ndarray) -> ArrayRecord:
+        """``arrays`` restricted to the mask ``bits`` (packed, see ``device_state``), packed once per
+        distinct mask within a ``send_and_receive``; ``arrays`` themselves where packing saves nothing."""
+        key = (id(arrays), np.ascontiguousarray(bits, dtype=np.uint8).tobytes())
+        packed = self._packed.get(key)
+        if packed is None:
+            if id(arrays) not in self._globals:
+                self._globals[id(arrays)] = (arrays, {k: a.numpy() for k, a in arrays.items()})
+            dense = self._globals[id(arrays)][1]
+            sparse = pack_masked_state(dense, unpack_masks(bits, self.shapes))
+            # A mask that kept (nearly) everything packs larger than the dense model: send that instead.
+            packed = ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in sparse.items()}) \
+                if encoded_nbytes(sparse) < encoded_nbytes(dense) else arrays
+            self._packed[key] = packed
+        return packed
 
     def _pull(self, msg_ids: set[str], timeout: float | None,
               on_reply: Callable[[int, int], None] | None) -> list[Message]:

@@ -149,10 +149,12 @@ def run(prepared: Prepared, out: Path, on_round: Callable[[dict], None] | None =
             files = RunFiles.resume(out, resumed.round)
             first_round = resumed.round + 1
             initial = ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in resumed.arrays.items()})
+            strategy_state = resumed.strategy
         else:
-            files, first_round, initial = RunFiles(out, resolved_yaml(scenario)), 1, None
+            files, first_round, initial, strategy_state = RunFiles(out, resolved_yaml(scenario)), 1, None, None
         job = ServerJob(prepared.spec, prepared.data, files, nodes_for(scenario, len(prepared.fleet)), states,
                         first_round, initial, checkpoint_meta={**identity, "base": str(prepared.base)},
+                        strategy_state=strategy_state,
                         on_round=on_round, on_client=on_client, stop=threading.Event())
         try:
             start_ray(scenario.simulation, verbose)

@@ -155,14 +155,34 @@ def _compression(value):
 
 
 class Strategy(_Section):
-    """The server's aggregation."""
+    """The server's aggregation, its optimizer and what devices download."""
 
-    name: Literal["masked-fedavg", "fedavg"] = Field(
-        "masked-fedavg", description="masked-fedavg: pruned-mask-aware averaging; fedavg: Flower's FedAvg "
-        "(averages pruned zeros in)")
+    name: Literal["masked-fedavg", "masked-fedavgm", "masked-fedadam", "fedavg", "fedavgm", "fedadam"] = Field(
+        "masked-fedavg", description="masked-fedavg: pruned-mask-aware averaging by strategy.rule; masked-fedavgm / "
+        "masked-fedadam: Flower's FedAvgM / FedAdam stepping on the pseudo-gradient of strategy.rule; fedavg, "
+        "fedavgm, fedadam: Flower's own strategies, which average pruned zeros in")
+    rule: Literal["keepers", "delta", "consensus"] = Field(
+        "keepers", description="mask-aware rule of the masked-* strategies: keepers: each entry averaged over the "
+        "clients that kept it; delta: the previous global value plus the example-weighted mean update over all "
+        "clients, a client that pruned the entry adding a zero update; consensus: keepers' average where clients "
+        "holding at least strategy.quorum of the examples kept the entry, 0 elsewhere")
+    quorum: float = Field(0.5, gt=0, le=1, description="share of the round's examples (or clients, with uniform "
+                          "weighting) that must have kept an entry for consensus to keep it (rule consensus only)")
     weighting: Literal["examples", "uniform"] = Field(
         "examples", description="weight of a client in the average: its number of training examples (n_k, as "
         "in the brief), or 1 for every client")
+    download: Literal["sparse", "dense"] = Field(
+        "sparse", description="what a device receives each round: sparse: the global model restricted to the "
+        "device's last known mask, encoded like the uploads (a device that has no mask yet gets it dense); dense: "
+        "the whole global model")
+    server_lr: float | None = Field(
+        None, gt=0, le=MAX_LR, description="server learning rate of *fedavgm (default 1.0) and *fedadam "
+        "(eta, default 0.1), Flower's defaults")
+    server_momentum: float = Field(0.9, ge=0, lt=1, description="server momentum of *fedavgm")
+    beta_1: float = Field(0.9, ge=0, lt=1, description="first-moment decay of *fedadam")
+    beta_2: float = Field(0.99, ge=0, lt=1, description="second-moment decay of *fedadam")
+    tau: float = Field(1e-3, gt=0, le=1, description="adaptivity floor of *fedadam (added to the root of the "
+                       "second moment)")
 
 
 class FleetEntry(_Section):

@@ -37,7 +37,9 @@ from fogsim.sim.client_app import UNIFORM_WEIGHT_KEY, FleetSpec
 from fogsim.sim.device_state import DeviceStates, pack_masks, unpack_masks
 from fogsim.sim.fog_grid import FogGrid
 from fogsim.sim.outputs import RunFiles
-from strategies import STRATEGIES
+import strategies
+
+TIER_MASKS = 64  # distinct masks evaluated per profile at the end of a run, at most
 
 
 def masked(state: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -111,6 +113,7 @@ class RoundEnd:
         self.prunable = Topology(self.model, data.input_shape).prunable
         self.shapes = {n: tuple(self.model.get_parameter(n).shape) for n in self.prunable}
         self.clock = time.perf_counter()
+        self.strategy: strategies.Resumable | None = None  # whose optimizer state each checkpoint keeps
 
     def __call__(self, flower_round: int, arrays: ArrayRecord) -> MetricRecord | None:
         row = None
@@ -128,7 +131,7 @@ class RoundEnd:
     def checkpoint(self, round_: int, arrays: ArrayRecord) -> None:
         if self.job.checkpoint_meta is not None:
             checkpoint.save(self.files.out, round_, {k: a.numpy() for k, a in arrays.items()}, self.grid.states,
-                            self.job.checkpoint_meta)
+                            self.job.checkpoint_meta, self.strategy.state_arrays() if self.strategy else None)
 
     def client_masks(self) -> list[tuple[int, bytes, dict[str, torch.Tensor]]]:
         """``(examples, packed mask, masks)`` of every client that finished the round, from its state."""
@@ -192,6 +195,7 @@ class ServerJob:
     first_round: int = 1
     initial: ArrayRecord | None = None  # global arrays the first round starts from (default: the seeded model)
     checkpoint_meta: dict | None = None  # write a checkpoint after every round, with this identity
+    strategy_state: dict | None = None  # the server optimizer's state the first round starts from (resume)
     on_round: Callable[[dict], None] | None = None
     on_client: Callable[[int, int, int], None] | None = None  # (round, replies, sampled)
     stop: threading.Event | None = None  # set from another thread to end the rounds at the next wait
@@ -205,17 +209,32 @@ def serve(grid: Grid, job: ServerJob) -> None:
         job.on_client(fog_grid.round, done, total)
 
     availability = job.spec.fleet.per_device([t.profile.availability for t in job.spec.fleet.tiers])
+    shape_model = build_model(scenario.model, job.data.input_shape, job.data.num_classes)
+    shapes = {n: tuple(shape_model.get_parameter(n).shape) for n in Topology(shape_model, job.data.input_shape).prunable}
     fog_grid = FogGrid(grid, availability, scenario.fraction, scenario.seed, job.states, job.nodes,
-                       on_reply=_on_reply if job.on_client is not None else None, stop=job.stop)
+                       on_reply=_on_reply if job.on_client is not None else None, stop=job.stop,
+                       download=scenario.strategy.download, shapes=shapes)
     fog_grid.connect()
     initial = job.initial or ArrayRecord(
         build_model(scenario.model, job.data.input_shape, job.data.num_classes, seed=scenario.seed).state_dict())
-    weight_key = "num-examples" if scenario.strategy.weighting == "examples" else UNIFORM_WEIGHT_KEY
-    strategy = STRATEGIES[scenario.strategy.name](
-        fraction_train=1.0, fraction_evaluate=0.0, min_train_nodes=0, min_evaluate_nodes=0,
-        min_available_nodes=0, weighted_by_key=weight_key)
+    strategy = make_strategy(scenario.strategy)
+    strategy.round_offset = job.first_round - 1
+    if job.strategy_state:
+        strategy.load_state_arrays(job.strategy_state)
+    round_end = RoundEnd(job, fog_grid)
+    round_end.strategy = strategy
     strategy.start(grid=fog_grid, initial_arrays=initial, num_rounds=scenario.rounds - job.first_round + 1,
-                   evaluate_fn=RoundEnd(job, fog_grid))
+                   evaluate_fn=round_end)
+
+
+def make_strategy(settings) -> strategies.Resumable:
+    """The scenario's strategy (``strategy`` section) over the fog: every node the fog shows is trained."""
+    weight_key = "num-examples" if settings.weighting == "examples" else UNIFORM_WEIGHT_KEY
+    return strategies.build(
+        settings.name, rule=settings.rule, quorum=settings.quorum, server_lr=settings.server_lr,
+        server_momentum=settings.server_momentum, beta_1=settings.beta_1, beta_2=settings.beta_2, tau=settings.tau,
+        fraction_train=1.0, fraction_evaluate=0.0, min_train_nodes=0, min_evaluate_nodes=0, min_available_nodes=0,
+        weighted_by_key=weight_key)
 
 
 def make_server_app(job: ServerJob) -> ServerApp:
