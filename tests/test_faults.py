@@ -46,6 +46,7 @@ def same_results(a: Path, b: Path) -> None:
     pd.testing.assert_frame_equal(pd.read_csv(a / "rounds.csv").drop(columns=WALL_COLUMNS),
                                   pd.read_csv(b / "rounds.csv").drop(columns=WALL_COLUMNS))
     pd.testing.assert_frame_equal(pd.read_csv(a / "clients.csv"), pd.read_csv(b / "clients.csv"))
+    pd.testing.assert_frame_equal(pd.read_csv(a / "tiers.csv"), pd.read_csv(b / "tiers.csv"))
 
 
 @pytest.fixture(scope="module")

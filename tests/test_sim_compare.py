@@ -17,10 +17,11 @@ def _wide_tables(monkeypatch):
     monkeypatch.setenv("COLUMNS", "250")
 
 
-def fake_run(path, accuracy, fleet, strategy="masked-fedavg", upload=100, batches=None, failed=()):
+def fake_run(path, accuracy, fleet, strategy="masked-fedavg", upload=100, batches=None, failed=(), tiers=None):
     """A schema-correct run directory: ``fleet`` maps profile -> (devices, budget, peak memory).
 
-    ``batches`` maps profile -> batch_size_max per round; ``failed`` holds (round, client_id) pairs."""
+    ``batches`` maps profile -> batch_size_max per round; ``failed`` holds (round, client_id) pairs;
+    ``tiers`` maps profile -> its accuracy in summary.json."""
     path.mkdir(parents=True)
     (path / "scenario.yaml").write_text(yaml.safe_dump({"name": "fake", "strategy": {"name": strategy},
                                                         "pruning": {"method": "dynhp"}}))
@@ -43,7 +44,8 @@ def fake_run(path, accuracy, fleet, strategy="masked-fedavg", upload=100, batche
     pd.DataFrame(rounds, columns=ROUND_COLUMNS).to_csv(path / "rounds.csv", index=False)
     pd.DataFrame(clients, columns=CLIENT_COLUMNS).to_csv(path / "clients.csv", index=False)
     summary = {"scenario": "fake", "rounds": len(accuracy),
-               "profiles": {p: {"devices": n, "budget_bytes": b} for p, (n, b, _) in fleet.items()}}
+               "profiles": {p: {"devices": n, "budget_bytes": b, **({"accuracy": (tiers or {})[p]} if p in (tiers or {})
+                                                                    else {})} for p, (n, b, _) in fleet.items()}}
     (path / "summary.json").write_text(json.dumps(summary))
     return path
 
@@ -51,7 +53,8 @@ def fake_run(path, accuracy, fleet, strategy="masked-fedavg", upload=100, batche
 @pytest.fixture
 def two_fleets(tmp_path):
     a = fake_run(tmp_path / "a", [0.5, 0.8, 0.7], {"samd21": (2, 24576, 20000), "rpi4": (1, 2 ** 30, 4_000_000)},
-                 batches={"samd21": [8, 12, 16], "rpi4": [32, 64, 64]}, failed={(3, 0)})
+                 batches={"samd21": [8, 12, 16], "rpi4": [32, 64, 64]}, failed={(3, 0)},
+                 tiers={"samd21": 0.625, "rpi4": 0.75})
     b = fake_run(tmp_path / "b", [0.6, 0.65], {"esp32-s3": (3, 2 ** 21, 2_000_000)}, strategy="fedavg",
                  upload=300)
     return a, b
@@ -74,15 +77,17 @@ def test_files_columns_and_values(two_fleets, tmp_path, capsys):
     # client 0 failed round 3, so its last round is 2 (batch 12); client 1 reached 16
     assert a.loc["samd21", "final_batch_size"] == 16 and a.loc["rpi4", "final_batch_size"] == 64
     assert a.loc["samd21", "strategy"] == "masked-fedavg"
+    assert a.loc["samd21", "profile_accuracy"] == 0.625 and a.loc["rpi4", "profile_accuracy"] == 0.75
     # a profile the run does not have is empty
     assert a.loc["esp32-s3", ["devices", "budget_bytes", "peak_memory_bytes", "final_batch_size"]].isna().all()
     b = frame[frame["run"] == "b"].set_index("profile")
     assert b.loc["esp32-s3", "strategy"] == "fedavg" and b.loc["esp32-s3", "upload_bytes"] == 600
     assert b.loc["esp32-s3", "final_batch_size"] == 16 and b.loc["samd21"].isna()["peak_memory_bytes"]
+    assert pd.isna(b.loc["esp32-s3", "profile_accuracy"]), "a summary without it (an older run): empty"
     md = (out / "comparison.md").read_text()
     assert "| a | fake | masked-fedavg | 0.7000 | 0.8000 (2) |" in md and "esp32-s3" in md
     printed = capsys.readouterr().out
-    assert "0.8000 (2)" in printed and "fedavg" in printed and str(out) in printed
+    assert "0.8000 (2)" in printed and "fedavg" in printed and str(out) in printed and "0.6250" in printed
 
 
 def test_colliding_directory_names_are_told_apart(tmp_path):
@@ -172,6 +177,7 @@ def test_compare_real_quickstart_runs(tmp_path):
     for profile, tier in summary["profiles"].items():
         assert q.loc[profile, "peak_memory_bytes"] == tier["peak_memory_bytes"]
         assert q.loc[profile, "final_batch_size"] <= tier["batch_size_max"]
+        assert q.loc[profile, "profile_accuracy"] == pytest.approx(tier["accuracy"])
     f = frame[frame["run"] == "f"].set_index("profile")
     assert f.loc["samd21", "budget_bytes"] == 32 * 1024 and f.loc["samd21", "strategy"] == "fedavg"
     assert all((out / name).stat().st_size > 0 for name in FILES)

@@ -178,7 +178,7 @@ def test_a_server_optimizer_run_cut_short_resumes_to_the_same_files(tmp_path):
     resumed, states = prepared.resumed
     assert resumed.round == 2 and resumed.strategy, "round 2's checkpoint, with the optimizer's moments"
     serve_from(prepared, out, RunFiles.resume(out, resumed.round), states, resumed)
-    for name in ("rounds.csv", "clients.csv"):
+    for name in ("rounds.csv", "clients.csv", "tiers.csv"):
         a, b = (pd.read_csv(d / name) for d in (whole, out))
         if name == "rounds.csv":
             a, b = a.drop(columns=WALL_COLUMNS), b.drop(columns=WALL_COLUMNS)

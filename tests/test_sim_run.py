@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from fogsim.cli import main
-from fogsim.sim.outputs import CLIENT_COLUMNS, ROUND_COLUMNS, WALL_COLUMNS
+from fogsim.sim.outputs import CLIENT_COLUMNS, ROUND_COLUMNS, TIER_COLUMNS, WALL_COLUMNS
 from fogsim.sim.run import prepare, run
 
 pytestmark = pytest.mark.slow
@@ -28,15 +28,18 @@ def test_run_directory_holds_every_file(two_runs):
     out, _ = two_runs
     names = {p.name for p in out.iterdir()}
     assert {"scenario.yaml", "rounds.csv", "clients.csv", "summary.json",
-            "accuracy.png", "devices.png", "traffic.png"} <= names
+            "tiers.csv", "accuracy.png", "devices.png", "traffic.png"} <= names
     rounds = pd.read_csv(out / "rounds.csv")
     assert list(rounds.columns) == ROUND_COLUMNS and list(rounds["round"]) == [1, 2, 3]
     assert list(pd.read_csv(out / "clients.csv").columns) == CLIENT_COLUMNS
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["profiles"]) == {"samd21", "nrf52840", "esp32-s3"}
     assert summary["accuracy"] > 0.5
-    final = [tier["final_accuracy"] for tier in summary["profiles"].values() if tier.get("final_accuracy")]
-    assert final and all(0 < accuracy <= 1 for accuracy in final)
+    local = [tier["local_accuracy"] for tier in summary["profiles"].values() if tier.get("local_accuracy")]
+    assert local and all(0 < accuracy <= 1 for accuracy in local)
+    assert all(0 < tier["accuracy"] <= 1 for tier in summary["profiles"].values()), "always there, per profile"
+    tiers = pd.read_csv(out / "tiers.csv")
+    assert list(tiers.columns) == TIER_COLUMNS and list(tiers["profile"]) == list(summary["profiles"])
 
 
 def test_every_device_stays_within_its_budget(two_runs):
@@ -62,3 +65,4 @@ def test_same_seed_gives_the_same_rounds_whatever_the_workers(two_runs):
     pd.testing.assert_frame_equal(a, b)
     ca, cb = (pd.read_csv(out / "clients.csv") for out in two_runs)
     pd.testing.assert_frame_equal(ca, cb)
+    pd.testing.assert_frame_equal(*(pd.read_csv(out / "tiers.csv") for out in two_runs))

@@ -57,11 +57,18 @@ def plan_table(prepared) -> Table:
     return table
 
 
+def _accuracy(value) -> str:
+    return "-" if value is None or value != value else f"{value:.4f}"  # None, or NaN (value != value)
+
+
 def summary_table(summary: dict) -> Table:
+    """Per profile: what its devices cost, and ``accuracy``, the final global model under each device's
+    last known mask (the server's, always there); ``local accuracy``, the devices' own models after
+    their last local training, only when some trained in the last round."""
     table = Table(title=f"{summary['scenario']}: accuracy {summary['accuracy']:.4f} after {summary['rounds']} rounds, "
                         f"simulated {summary['sim_time_s']:.1f} s, wall {summary['wall_time_s']:.1f} s")
-    for column in ("profile", "devices", "budget", "peak memory", "batch", "compression", "accuracy", "rounds ok / failed",
-                   "uploaded", "downloaded", "simulated time"):
+    for column in ("profile", "devices", "budget", "peak memory", "batch", "compression", "accuracy", "local accuracy",
+                   "rounds ok / failed", "uploaded", "downloaded", "simulated time"):
         table.add_column(column, justify="left" if column == "profile" else "right")
     for name, tier in summary["profiles"].items():
         trained = "peak_memory_bytes" in tier
@@ -70,7 +77,7 @@ def summary_table(summary: dict) -> Table:
             format_bytes(tier["peak_memory_bytes"]) if trained else "-",
             f"{tier['batch_size_min']}..{tier['batch_size_max']}" if trained else "-",
             f"{tier['final_compression']:.3g}x" if trained else "-",
-            f"{tier['final_accuracy']:.4f}" if trained and tier["final_accuracy"] is not None else "-",
+            _accuracy(tier.get("accuracy")), _accuracy(tier.get("local_accuracy")),
             f"{tier['rounds_trained']} / {tier['rounds_failed']}",
             format_bytes(tier["upload_bytes"]) if trained else "-",
             format_bytes(tier["download_bytes"]) if trained else "-",

@@ -25,7 +25,7 @@ from fogsim.units import format_bytes
 # Columns of comparison.csv, in order; the README's "Comparing runs" explains each.
 RUN_FIELDS = ["run", "path", "scenario", "strategy", "method", "rounds", "final_accuracy", "best_accuracy",
               "best_round", "global_density", "upload_bytes", "download_bytes", "sim_time_s"]
-PROFILE_FIELDS = ["profile", "devices", "budget_bytes", "peak_memory_bytes", "final_batch_size"]
+PROFILE_FIELDS = ["profile", "devices", "budget_bytes", "peak_memory_bytes", "final_batch_size", "profile_accuracy"]
 COLUMNS = RUN_FIELDS + PROFILE_FIELDS
 FILES = ["comparison.csv", "comparison.md", "accuracy.png", "memory_batch.png", "accuracy_vs_upload.png"]
 
@@ -150,11 +150,15 @@ def profile_fields(run: Run, profile: str) -> dict:
     if not ok.empty:  # each device's batch_size_max in the last round it trained; the largest of them
         last = ok.sort_values("round", kind="stable").groupby("client_id").tail(1)
         final_batch = int(last["batch_size_max"].max())
+    accuracy = (tier or {}).get("accuracy")  # the server's, under each device's mask (summary.json)
+    if not isinstance(accuracy, (int, float)) or isinstance(accuracy, bool):
+        accuracy = None
     return {"profile": profile,
             "devices": (tier or {}).get("devices", clients["client_id"].nunique()),
             "budget_bytes": budget,
             "peak_memory_bytes": int(ok["peak_memory_bytes"].max()) if not ok.empty else None,
-            "final_batch_size": final_batch}
+            "final_batch_size": final_batch,
+            "profile_accuracy": accuracy}
 
 
 def comparison_frame(runs: list[Run]) -> pd.DataFrame:
@@ -173,10 +177,10 @@ def comparison_frame(runs: list[Run]) -> pd.DataFrame:
 
 
 TABLE_HEADERS = ["run", "scenario", "strategy", "final acc", "best (round)", "global density", "uploaded",
-                 "simulated time", "profile", "devices", "budget", "peak memory", "final batch"]
+                 "simulated time", "profile", "devices", "budget", "peak memory", "final batch", "profile acc"]
 # the printed table: shorter headers, and no scenario column (it is in the CSV and Markdown)
 CONSOLE_HEADERS = ["run", "strategy", "final acc", "best (round)", "density", "upload", "sim time", "profile",
-                   "devices", "budget", "peak mem", "batch"]
+                   "devices", "budget", "peak mem", "batch", "prof acc"]
 
 
 def _fmt(value, how) -> str:
@@ -198,7 +202,8 @@ def table_rows(frame: pd.DataFrame) -> list[list[str]]:
                 format_bytes(r["upload_bytes"]), f"{r['sim_time_s']:.1f} s"] if i == 0 else [""] * 8
             rows.append(run_cells + [
                 _fmt(r["profile"], str), _fmt(r["devices"], str), _fmt(r["budget_bytes"], format_bytes),
-                _fmt(r["peak_memory_bytes"], format_bytes), _fmt(r["final_batch_size"], str)])
+                _fmt(r["peak_memory_bytes"], format_bytes), _fmt(r["final_batch_size"], str),
+                _fmt(r["profile_accuracy"], lambda v: f"{v:.4f}")])
     return rows
 
 

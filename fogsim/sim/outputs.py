@@ -3,10 +3,24 @@
 * ``scenario.yaml`` — the scenario with every default filled in;
 * ``rounds.csv`` — one row per round (global accuracy, traffic, simulated and wall time);
 * ``clients.csv`` — one row per sampled device per round (memory, batch, density, traffic);
+* ``tiers.csv`` — one row per profile (device tier): the final global model evaluated on the test
+  set by the server under each device's last known mask, averaged over the profile's devices
+  (each counts once), whether or not they were sampled in the last round; written once, at the
+  end of the last round, just before its row reaches ``rounds.csv``;
 * ``summary.json`` — totals and one entry per profile (device tier), written at the end.
 
 Each round's rows are written and synced together as the round completes (``RunFiles``), so a
-crash keeps every finished round.
+crash keeps every finished round. ``tiers.csv`` is replaced atomically; a resumed run removes it
+first (it belongs to the last round, which the run has not finished) and writes it again.
+
+``tiers.csv`` columns: ``devices`` of the profile; ``devices_with_mask``, those with a known mask
+(devices that never trained, or that never prune, hold none and are not counted);
+``masks_evaluated``, the distinct masks evaluated (at most ``TIER_MASKS`` per profile, drawn with
+a seeded draw over the profile's devices, so each mask weighs as many devices as hold it);
+``devices_evaluated``, the devices holding those masks, over which ``accuracy``, ``loss`` and
+``density`` (kept entries of the prunable tensors of the model evaluated) are averaged. A profile
+with no device holding a mask has zeros in those three counts and the figures of the global model
+unmasked, which is what such a device receives.
 """
 
 from __future__ import annotations
@@ -26,11 +40,15 @@ ROUND_COLUMNS = ["round", "accuracy", "loss", "device_accuracy", "density", "glo
 CLIENT_COLUMNS = ["round", "client_id", "profile", "budget_bytes", "peak_memory_bytes", "batch_size_min",
                   "batch_size_max", "density", "num_examples", "train_loss", "accuracy", "progress", "upload_bytes",
                   "download_bytes", "compute_s", "sim_time_s", "failed"]
+TIER_COLUMNS = ["profile", "devices", "devices_with_mask", "masks_evaluated", "devices_evaluated", "accuracy", "loss",
+                "density"]
 WALL_COLUMNS = ["wall_time_s"]  # the only columns that differ between two runs of one seed
 TEXT_COLUMNS = {"profile"}
 INT_COLUMNS = {"round", "client_id", "budget_bytes", "peak_memory_bytes", "batch_size_min", "batch_size_max",
                "num_examples", "progress", "upload_bytes", "download_bytes", "clients_available", "clients_sampled",
-               "clients_ok", "clients_failed", "failed"}
+               "clients_ok", "clients_failed", "failed", "devices", "devices_with_mask", "masks_evaluated",
+               "devices_evaluated"}
+TIERS_FILE = "tiers.csv"
 
 
 class OutputFailed(FogsimError):
@@ -71,6 +89,7 @@ class RunFiles:
                 staged = out / f".{name}.resume"
                 staged.write_bytes(_csv_text([dict(zip(columns, columns)), *kept], columns))
                 os.replace(staged, out / name)
+            (out / TIERS_FILE).unlink(missing_ok=True)  # the last round's, rewritten when it is done again
             files.rounds = open(out / "rounds.csv", "ab", buffering=0)
             files.clients = open(out / "clients.csv", "ab", buffering=0)
         except (OSError, ValueError, KeyError) as error:
@@ -101,6 +120,24 @@ class RunFiles:
                 raise OutputFailed(f"{self.out}: round {round_row['round']} could not be written "
                                    f"({error.strerror}); rounds before it are intact") from None
 
+    def write_tiers(self, rows: list[dict]) -> None:
+        """Replace ``tiers.csv`` atomically with ``rows`` (``TIER_COLUMNS``), synced."""
+        staged = self.out / f".{TIERS_FILE}.partial"
+        with self._lock:
+            if self.rounds.closed:
+                raise OutputFailed(f"{self.out}: the run was stopped before {TIERS_FILE} was written")
+            try:
+                with open(staged, "wb") as file:
+                    _write_all(file, _csv_text([dict(zip(TIER_COLUMNS, TIER_COLUMNS)), *rows], TIER_COLUMNS))
+                    file.flush()
+                    os.fsync(file.fileno())
+                os.replace(staged, self.out / TIERS_FILE)
+                _sync_directory(self.out)
+            except OSError as error:
+                staged.unlink(missing_ok=True)
+                raise OutputFailed(f"{self.out}: {TIERS_FILE} could not be written ({error.strerror}); "
+                                   "rounds before the last are intact") from None
+
     def write_summary(self, summary: dict) -> None:
         try:
             (self.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -121,6 +158,20 @@ def _csv_text(rows: list[dict], columns: list[str]) -> bytes:
     buffer = io.StringIO()
     csv.DictWriter(buffer, fieldnames=columns).writerows(rows)
     return buffer.getvalue().encode()
+
+
+def _sync_directory(path: Path) -> None:
+    """Make a rename inside ``path`` durable (where the file system lets a directory be synced)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _write_all(file, data: bytes) -> None:
@@ -148,8 +199,20 @@ def read_run(out: Path) -> tuple[list[dict], list[dict]]:
     return read_rows(out / "rounds.csv"), read_rows(out / "clients.csv")
 
 
-def summarize(name: str, rounds: list[dict], clients: list[dict], fleet, wall_time_s: float) -> dict:
-    """Totals of the run and, per profile, what the devices of that tier cost."""
+def read_tiers(out: Path) -> list[dict]:
+    """The rows of ``out``'s ``tiers.csv`` (none when the run has not finished its last round)."""
+    path = out / TIERS_FILE
+    return read_rows(path) if path.is_file() else []
+
+
+def summarize(name: str, rounds: list[dict], clients: list[dict], fleet, wall_time_s: float,
+              tier_rows: list[dict] = ()) -> dict:
+    """Totals of the run and, per profile, what the devices of that tier cost and how well they do.
+
+    ``accuracy`` and ``loss`` per profile are the server's (``tier_rows``, from ``tiers.csv``): the
+    final global model under each device's last known mask. ``local_accuracy`` is the devices'
+    own: their model after their last local training, averaged over the devices that trained in
+    the last round (``None`` when none of them did)."""
     last = rounds[-1] if rounds else {}
     tiers = {}
     for t in fleet.tiers:
@@ -157,7 +220,14 @@ def summarize(name: str, rounds: list[dict], clients: list[dict], fleet, wall_ti
                                                  "target_compression": 1 / t.plan.target_density,
                                                  "start_density": t.plan.start_density})
         tier["devices"] += t.count
+    for row in tier_rows:
+        if row["profile"] in tiers:
+            tiers[row["profile"]].update(accuracy=row.get("accuracy"), loss=row.get("loss"),
+                                         devices_with_mask=row["devices_with_mask"],
+                                         masks_evaluated=row["masks_evaluated"],
+                                         devices_evaluated=row["devices_evaluated"])
     for profile, tier in tiers.items():
+        tier.setdefault("accuracy", None)
         ok = [c for c in clients if c["profile"] == profile and not c["failed"]]
         tier["rounds_trained"] = len(ok)
         tier["rounds_failed"] = sum(1 for c in clients if c["profile"] == profile and c["failed"])
@@ -170,7 +240,7 @@ def summarize(name: str, rounds: list[dict], clients: list[dict], fleet, wall_ti
                 batch_size_max=max(c["batch_size_max"] for c in ok),
                 final_density=sum(c["density"] for c in final) / len(final),
                 final_compression=len(final) / sum(c["density"] for c in final),
-                final_accuracy=(sum(c["accuracy"] for c in final) / len(final)
+                local_accuracy=(sum(c["accuracy"] for c in final) / len(final)
                                 if final_round == len(rounds) else None),
                 upload_bytes=sum(c["upload_bytes"] for c in ok),
                 download_bytes=sum(c["download_bytes"] for c in ok),

@@ -26,7 +26,7 @@ from fogsim.sim.client_app import FleetSpec, make_client_app
 from fogsim.sim.cluster import init_args, resolve_address, start_ray, stop_ray
 from fogsim.sim.device_state import DeviceStates
 from fogsim.sim.fleet import Fleet, build_fleet
-from fogsim.sim.outputs import RunFiles, read_run, summarize
+from fogsim.sim.outputs import RunFiles, read_run, read_tiers, summarize
 from fogsim.sim.partition import partition_indices
 from fogsim.sim.scenario import MAX_NODES, Scenario, load_scenario, resolved_yaml
 
@@ -173,7 +173,8 @@ def run(prepared: Prepared, out: Path, on_round: Callable[[dict], None] | None =
         if len(rounds) != scenario.rounds:
             raise SimulationFailed(f"the simulation ended after {len(rounds)} of {scenario.rounds} rounds; "
                                    f"{_kept(out)}")
-        summary = summarize(scenario.name, rounds, clients, prepared.fleet, time.perf_counter() - start)
+        summary = summarize(scenario.name, rounds, clients, prepared.fleet, time.perf_counter() - start,
+                            read_tiers(out))
         job.files.write_summary(summary)
         plot_run(out)
     except BaseException:

@@ -15,6 +15,10 @@ has already averaged those entries to zero.
 ``device_accuracy`` is the accuracy of the model each device of the round runs once it applies
 its own mask to the new global weights, averaged by examples: with partly different masks the
 union model above is not what any device holds.
+
+After the last round the server also evaluates, per profile, the final global model under each
+device's last known mask — sampled in the last round or not — and writes ``tiers.csv``
+(``RoundEnd.evaluate_tiers``): the summary's accuracy per profile, always there.
 """
 
 from __future__ import annotations
@@ -122,7 +126,10 @@ class RoundEnd:
                 self.checkpoint(0, arrays)  # a run that dies in round 1 resumes from its start
             self.grid.start_round(self.job.first_round)
         else:
-            row = self.record(self.grid.round, self.evaluate(arrays))
+            evaluation = self.evaluate(arrays)
+            if self.grid.round == self.spec.scenario.rounds:  # before the row: a finished run has its tiers
+                self.files.write_tiers(self.evaluate_tiers(arrays))
+            row = self.record(self.grid.round, evaluation)
             self.checkpoint(self.grid.round, arrays)
             self.grid.start_round(self.grid.round + 1)
         self.clock = time.perf_counter()
@@ -171,6 +178,62 @@ class RoundEnd:
         kept = sum(int(torch.count_nonzero(state[n])) for n in self.prunable)
         density = kept / sum(state[n].numel() for n in self.prunable)
         return Evaluation(accuracy, loss, device_accuracy, density)
+
+    def evaluate_tiers(self, arrays: ArrayRecord) -> list[dict]:
+        """``tiers.csv``'s rows: per profile, the global model ``arrays`` under each of its devices'
+        last known masks (``grid.states``), averaged over those devices, each counted once.
+
+        One test pass per distinct mask, shared by every profile. A profile whose devices hold
+        more than ``TIER_MASKS`` distinct masks has ``TIER_MASKS`` of them evaluated, drawn (seeded)
+        by walking its devices in a random order, so a mask is drawn as often as devices hold it,
+        and is averaged over the devices holding those. A profile none of whose devices holds a
+        mask gets the unmasked global model, which is what such a device receives."""
+        state = arrays.to_torch_state_dict()
+        total = sum(state[n].numel() for n in self.prunable)
+        scores: dict[bytes | None, tuple[float, float, float]] = {}
+
+        def score(key: bytes | None) -> tuple[float, float, float]:
+            if key not in scores:
+                weights = state if key is None else masked(state, {n: torch.from_numpy(m) for n, m in unpack_masks(
+                    self.grid.states.masks.get(key), self.shapes).items()})
+                self.model.load_state_dict(weights)
+                accuracy, loss = evaluate(self.model, self.test_x, self.test_y)
+                kept = sum(int(torch.count_nonzero(weights[n])) for n in self.prunable)
+                scores[key] = (accuracy, loss, kept / total)
+            return scores[key]
+
+        fleet = self.spec.fleet
+        held = self.grid.states.mask_keys()
+        devices = np.fromiter(held, dtype=np.int64, count=len(held))
+        keys = list(held.values())
+        ids: dict[bytes, int] = {}
+        mask_id = np.fromiter((ids.setdefault(k, len(ids)) for k in keys), dtype=np.int64, count=len(keys))
+        key_of = list(ids)
+        profile_of = np.array([t.profile_name for t in fleet.tiers], dtype=object)
+        tier_index = np.searchsorted([t.first for t in fleet.tiers], devices, side="right") - 1
+        names = list(dict.fromkeys(t.profile_name for t in fleet.tiers))
+        rows = []
+        for index, name in enumerate(names):
+            count = sum(t.count for t in fleet.tiers if t.profile_name == name)
+            mine = mask_id[profile_of[tier_index] == name]
+            row = {"profile": name, "devices": count, "devices_with_mask": len(mine)}
+            if not len(mine):
+                accuracy, loss, density = score(None)
+                rows.append({**row, "masks_evaluated": 0, "devices_evaluated": 0, "accuracy": accuracy, "loss": loss,
+                             "density": density})
+                continue
+            distinct, holders = np.unique(mine, return_counts=True)
+            if len(distinct) > TIER_MASKS:
+                order = np.random.default_rng((self.spec.scenario.seed, self.grid.round, index)).permutation(len(mine))
+                found, first = np.unique(mine[order], return_index=True)
+                chosen = np.sort(found[np.argsort(first)[:TIER_MASKS]])
+                keep = np.isin(distinct, chosen)
+                distinct, holders = distinct[keep], holders[keep]
+            figures = np.array([score(key_of[i]) for i in distinct])  # (accuracy, loss, density) per mask
+            accuracy, loss, density = (holders @ figures / holders.sum()).tolist()
+            rows.append({**row, "masks_evaluated": len(distinct), "devices_evaluated": int(holders.sum()),
+                         "accuracy": accuracy, "loss": loss, "density": density})
+        return rows
 
     def record(self, round_: int, evaluation: Evaluation) -> dict:
         """Write the round's client rows and its row; report the row."""
