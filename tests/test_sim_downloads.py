@@ -1,7 +1,7 @@
 """Sparse downloads: a device receives the global model restricted to its mask, packed like the uploads.
 
-The rounds run in-process, with the real client on a Grid that calls it directly (no Ray), as in
-``test_sim_rounds``. What a device trains must not depend on the download: only the bytes it
+The rounds run in-process, with the real client on a Grid that calls it directly (no Ray), on
+``inprocess``'s grid. What a device trains must not depend on the download: only the bytes it
 receives and its simulated time do.
 """
 
@@ -11,21 +11,17 @@ from uuid import uuid4
 import numpy as np
 import pandas as pd
 import pytest
-from flwr.app import Array, ArrayRecord, ConfigRecord, Context, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
 from flwr.common import MessageType
-from flwr.supercore.task_identity import TaskIdentity
 
 from fogsim.core import Topology
 from fogsim.models import build_model
 from fogsim.sim import fog_grid as fog_grid_module
 from fogsim.sim import server_app
-from fogsim.sim.client_app import make_client_app
 from fogsim.sim.device_state import DeviceState, DeviceStates, pack_masks, read_state, unpack_masks
 from fogsim.sim.fog_grid import FogGrid
-from fogsim.sim.outputs import WALL_COLUMNS, RunFiles
-from fogsim.sim.run import prepare
-from fogsim.sim.scenario import resolved_yaml
-from fogsim.sim.server_app import ServerJob, serve
+from fogsim.sim.outputs import WALL_COLUMNS
+from inprocess import serve_in_process
 from strategies import encoded_nbytes, pack_masked_state, unpack_masked_state
 
 # Some devices sit out rounds (fraction 0.5), so later rounds mix devices with a mask and devices without.
@@ -33,49 +29,12 @@ SETS = ["rounds=4", "fraction=0.5", "fleet[0].count=2", "fleet[1].count=2", "fle
         "training.epochs=1", "evaluation.device_masks=false"]
 
 
-@pytest.fixture(autouse=True)
-def _task_identity(monkeypatch):
-    """Building a Message needs the run identity a Flower app has (see test_masked_fedavg)."""
-    monkeypatch.setattr(TaskIdentity, "_run_id", 1)
-    monkeypatch.setattr(TaskIdentity, "_node_id", 1)
-    monkeypatch.setattr(TaskIdentity, "_task_id", 1)
-
-
-class InProcessGrid:
-    """Flower's Grid with ``workers`` nodes whose ClientApp runs inside ``push_messages``; it keeps, per
-    (round, device), the mask the message carried and the arrays the device received."""
-
-    pull_interval = 0.0
-
-    def __init__(self, spec, workers: int):
-        self.app = make_client_app(lambda: spec)
-        self.workers = list(range(100, 100 + workers))
-        self.replies = {}
-        self.received = {}  # (round, device) -> (packed mask or None, {key: array})
-
-    def get_node_ids(self):
-        return list(self.workers)
-
-    def push_messages(self, messages):
-        ids = []
-        for message in messages:
-            message.metadata.__dict__["_message_id"] = str(uuid4())  # as Flower's InMemoryGrid does
-            device, state = read_state(message.content)
-            round_ = int(message.content["config"]["server-round"])
-            self.received[round_, device] = (None if state is None else state.mask,
-                                             {k: a.numpy() for k, a in message.content["arrays"].items()})
-            self.replies[message.metadata.message_id] = self.app(
-                message, Context(run_id=1, node_id=message.metadata.dst_node_id, node_config={}, state=RecordDict(),
-                                 run_config={}))
-            ids.append(message.metadata.message_id)
-        return ids
-
-    def pull_messages(self, ids):
-        return [self.replies.pop(i) for i in list(ids) if i in self.replies]
+pytestmark = pytest.mark.usefixtures("flower_task_identity")
 
 
 def run_in_process(tmp_path, monkeypatch, name, sets, workers=2):
-    """Run the scenario; return the grid, the run directory and the global arrays each round started from."""
+    """Run the scenario; return the grid, the run directory, the global arrays each round started
+    from, and the prunable tensors' shapes."""
     globals_ = []
     end_of_round = server_app.RoundEnd.__call__
 
@@ -84,29 +43,20 @@ def run_in_process(tmp_path, monkeypatch, name, sets, workers=2):
         return end_of_round(self, flower_round, arrays)
 
     monkeypatch.setattr(server_app.RoundEnd, "__call__", recording)
-    prepared = prepare("scenarios/quickstart.yaml", sets)
-    grid = InProcessGrid(prepared.spec, workers)
-    out = tmp_path / name
-    out.mkdir()
-    files = RunFiles(out, resolved_yaml(prepared.scenario))
-    states = DeviceStates(len(prepared.fleet), prepared.scenario.simulation.state_memory)
-    try:
-        serve(grid, ServerJob(prepared.spec, prepared.data, files, workers, states))
-    finally:
-        files.close()
-        states.close()
+    grid, prepared = serve_in_process(tmp_path / name, sets, workers)
     model = build_model(prepared.scenario.model, prepared.data.input_shape, prepared.data.num_classes)
     shapes = {n: tuple(model.get_parameter(n).shape) for n in Topology(model, prepared.data.input_shape).prunable}
-    return grid, out, {round_: arrays for round_, arrays in enumerate(globals_, start=1)}, shapes
+    return grid, tmp_path / name, {round_: arrays for round_, arrays in enumerate(globals_, start=1)}, shapes
 
 
 def test_a_pruned_device_downloads_the_global_model_packed_under_its_mask(tmp_path, monkeypatch):
     grid, out, global_of, shapes = run_in_process(tmp_path, monkeypatch, "sparse", SETS)
     clients = pd.read_csv(out / "clients.csv").dropna(subset=["download_bytes"])
     dense_nbytes = encoded_nbytes(global_of[1])
+    mask_of = {(round_, device): None if sent is None else sent.mask for round_, device, _, sent, _ in grid.trace}
     pruned = unpruned = 0
     for row in clients.itertuples():
-        mask, received = grid.received[row.round, row.client_id]
+        mask, received = mask_of[row.round, row.client_id], grid.received[row.round, row.client_id]
         if mask is None:
             assert row.download_bytes == dense_nbytes, "a device with no mask yet downloads the dense model"
             assert not any("::" in k for k in received), "and it receives it dense"

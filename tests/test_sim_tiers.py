@@ -1,6 +1,6 @@
 """Per-tier accuracy: the final global model under each device's last known mask, evaluated by the server.
 
-The runs are the server's rounds in-process with the real client (``test_sim_rounds``'s grid, no
+The runs are the server's rounds in-process with the real client (``inprocess``'s grid, no
 Ray), on the quickstart's digits, with a checkpoint after every round as ``fogsim run`` writes it.
 """
 
@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from flwr.app import Array, ArrayRecord
+from flwr.app import ArrayRecord
 from flwr.supercore.task_identity import TaskIdentity
 
 from fogsim.core import Topology, evaluate
@@ -21,43 +21,18 @@ from fogsim.sim.commands import summary_table
 from fogsim.sim.device_state import DeviceState, DeviceStates, pack_masks
 from fogsim.sim.outputs import TIER_COLUMNS, OutputFailed, RunFiles, read_run, read_tiers, summarize
 from fogsim.sim.run import prepare
-from fogsim.sim.scenario import resolved_yaml
-from fogsim.sim.server_app import RoundEnd, ServerJob, serve
-from test_sim_rounds import InProcessGrid, _task_identity  # noqa: F401 (an autouse fixture)
+from fogsim.sim.server_app import RoundEnd, ServerJob
+from inprocess import QUICKSTART, serve_in_process
 
-QUICKSTART = "scenarios/quickstart.yaml"
+pytestmark = pytest.mark.usefixtures("flower_task_identity")
+
 # Seed 10 with half the available devices sampled: the samd21 boards never train, one nrf52840
 # board trains in rounds 1 and 2 only, the esp32-s3 boards train in round 3 (asserted below).
 SETS = ["rounds=3", "fraction=0.5", "seed=10"]
 
 
 def run_in_process(out, sets, stop_after=None, resume=False):
-    """Run (or, with ``resume``, go on with) the scenario into ``out`` with a checkpoint per round,
-    as ``fogsim run`` does; ``stop_after`` stops the server after that round, as an interrupt does."""
-    prepared = prepare(QUICKSTART, sets)
-    identity = prepared.identity()
-    states = DeviceStates(len(prepared.fleet), prepared.scenario.simulation.state_memory)
-    first, initial = 1, None
-    if resume:
-        found = checkpoint.load(checkpoint.latest(out), identity, states)
-        files, first = RunFiles.resume(out, found.round), found.round + 1
-        initial = ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in found.arrays.items()})
-    else:
-        out.mkdir()
-        files = RunFiles(out, resolved_yaml(prepared.scenario))
-    job = ServerJob(prepared.spec, prepared.data, files, 2, states, first_round=first, initial=initial,
-                    checkpoint_meta=identity)
-    if stop_after is not None:
-        job.on_round = lambda row: job.stop.set() if row["round"] == stop_after else None
-    try:
-        serve(InProcessGrid(prepared.spec, 2), job)
-    except Exception:
-        if stop_after is None:
-            raise
-    finally:
-        files.close()
-        states.close()
-    return prepared
+    return serve_in_process(out, sets, stop_after=stop_after, resume=resume)[1]
 
 
 @pytest.fixture(scope="module")
