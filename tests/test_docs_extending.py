@@ -24,7 +24,7 @@ def run(heading: str) -> dict:
 
 
 def test_every_example_is_short():
-    for heading in ("A model", "An importance criterion", "A strategy"):
+    for heading in ("A model", "An importance criterion", "An aggregation rule", "A strategy"):
         assert len(example(heading).splitlines()) < 40, heading
 
 
@@ -67,3 +67,13 @@ def test_the_doc_names_where_scenarios_must_be_extended():
 
     assert "Strategy.name" in DOC and "fogsim/sim/scenario.py" in DOC
     assert "trimmed-masked-fedavg" not in Strategy.model_fields["name"].annotation.__args__
+
+
+def test_a_custom_rule_is_found_by_name():
+    from strategies import RULES
+
+    try:
+        ns = run("An aggregation rule")
+        assert RULES["median"] is ns["median_of_keepers"]
+    finally:
+        RULES.pop("median", None)  # other tests see the built-in rules only
