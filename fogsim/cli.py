@@ -5,19 +5,20 @@ Every error a user can cause ends as one line on stderr and exit code 2, with no
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Optional
 
-os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")  # no machine fogsim runs on may phone home
+from fogsim.telemetry import telemetry_off
+
+telemetry_off()  # before anything below imports Flower
 
 import click  # noqa: E402
 import typer  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from fogsim import signals  # noqa: E402
-from fogsim.console import stderr_console, stdout_console  # noqa: E402
+from fogsim.console import progress_bar, stderr_console, stdout_console  # noqa: E402
 from fogsim.errors import FogsimError, one_line  # noqa: E402
 from fogsim.sim import commands as sim_commands  # noqa: E402
 from fogsim.units import format_bytes, parse_bytes, parse_percentage  # noqa: E402
@@ -96,14 +97,10 @@ def _check_budget(budget: str | None) -> None:
 
 
 def _with_progress(request, quiet: bool) -> dict:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     if quiet:
         return request.run()
-    columns = [TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("{task.fields[status]}"), TimeElapsedColumn()]
-    with Progress(*columns, console=console, transient=True) as bar:
-        task = bar.add_task("training", total=request.total, status="")
+    with progress_bar(console, transient=True) as bar:
+        task = bar.add_task("samples", total=request.total, status="")
 
         def on_step(row: dict) -> None:
             bar.update(task, completed=row["progress"],

@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from fogsim.errors import FogsimError, shown
+from fogsim.errors import FogsimError, describe
 
 METHODS = ("dense", "gmp", "soft", "dynhp")
 LR_RULES = ("keep", "linear", "sqrt")
@@ -93,21 +93,9 @@ class TrainConfig(BaseModel):
         return self.min_batch if self.dynamic_batch else self.batch_size
 
 
-def describe_validation_error(error: ValidationError, prefix: str = "") -> str:
-    """One line naming the key path of the first problem pydantic found."""
-    first = error.errors()[0]
-    path = ".".join(str(p) for p in (prefix, *first["loc"]) if p != "")
-    message = first["msg"].removeprefix("Value error, ")
-    if first["type"] == "extra_forbidden":
-        message = "unknown key"
-    elif first["type"] == "literal_error":
-        message = f"{message}, got {shown(first['input'])}"
-    return f"{path}: {message}" if path else message
-
-
 def make_train_config(**values) -> TrainConfig:
     """Validate ``values`` into a TrainConfig, or raise a one-line FogsimError."""
     try:
         return TrainConfig(**{k: v for k, v in values.items() if v is not None})
     except ValidationError as error:
-        raise FogsimError(describe_validation_error(error)) from None
+        raise FogsimError(describe(error)) from None

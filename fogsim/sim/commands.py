@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from pathlib import Path
 from typing import Optional
 
 import typer
 from rich.table import Table
 
-from fogsim.console import stderr_console, stdout_console
+from fogsim.console import progress_bar, round_status, stderr_console, stdout_console
 from fogsim.errors import FogsimError
 from fogsim.units import format_bytes
 
@@ -85,14 +84,6 @@ def summary_table(summary: dict) -> Table:
     return table
 
 
-def _free_run_dir(out: Optional[Path], name: str) -> Path:
-    from fogsim.rundir import check_free, default_run_dir
-
-    out = out or default_run_dir(name)
-    check_free(out, "run")
-    return out
-
-
 VERBOSE = typer.Option(False, "--verbose", help="show Flower's and Ray's own logs (quiet by default)")
 
 
@@ -104,8 +95,7 @@ def run(scenario: Optional[Path] = typer.Argument(None, help="scenario YAML file
         quiet: bool = typer.Option(False, help="no progress display"),
         verbose: bool = VERBOSE) -> None:
     """Run a scenario: the fleet trains with DynHP on Flower and Ray; results go to the run directory."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
+    from fogsim.rundir import free_run_dir
     from fogsim.sim.run import prepare, prepare_resume, run as run_scenario
 
     err = stderr_console()
@@ -117,22 +107,17 @@ def run(scenario: Optional[Path] = typer.Argument(None, help="scenario YAML file
         prepared, out = prepare_resume(resume), resume
     else:
         prepared = prepare(scenario, sets or [])
-        out = _free_run_dir(out, prepared.scenario.name)
+        out = free_run_dir(out, prepared.scenario.name, "run")
     resuming = resume is not None
     if quiet:
         summary = run_scenario(prepared, out, verbose=verbose, resume=resuming)
     else:
         err.print(plan_table(prepared))
-        columns = [TextColumn("round"), MofNCompleteColumn(), BarColumn(), TextColumn("{task.fields[status]}"),
-                   TimeElapsedColumn()]
-        with Progress(*columns, console=err, transient=False) as bar:
+        with progress_bar(err) as bar:
             task = bar.add_task("rounds", total=prepared.scenario.rounds, status="starting Ray ...")
 
             def on_round(row: dict) -> None:
-                bar.update(task, completed=row["round"], status=(
-                    f"acc {row['accuracy']:.3f}  density {row['density']:.3f}  ok {row['clients_ok']}"
-                    f"  failed {row['clients_failed']}  up {format_bytes(row['upload_bytes'])}"
-                    f"  sim {row['sim_time_s']:.2f} s"))
+                bar.update(task, completed=row["round"], status=round_status(row))
 
             def on_client(round_: int, done: int, total: int) -> None:
                 bar.update(task, status=f"round {round_}: clients {done}/{total} ...")
@@ -253,8 +238,6 @@ def sweep(scenario: Path = SCENARIO,
           quiet: bool = typer.Option(False, help="no progress display"),
           verbose: bool = VERBOSE) -> None:
     """Run a scenario once per value of one key, then compare the runs (fogsim compare's table, CSV and plots)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from fogsim.rundir import check_free, default_run_dir
     from fogsim.sim.compare import rich_table
     from fogsim.sim.sweep import plan, split_values, sweep as run_sweep
@@ -267,9 +250,7 @@ def sweep(scenario: Path = SCENARIO,
         frame = run_sweep(points, out, key, verbose=verbose)
     else:
         err = stderr_console()
-        columns = [TextColumn("{task.description}"), MofNCompleteColumn(), BarColumn(),
-                   TextColumn("{task.fields[status]}"), TimeElapsedColumn()]
-        with Progress(*columns, console=err, transient=False) as bar:
+        with progress_bar(err) as bar:
             runs = bar.add_task("runs  ", total=len(points), status="")
             rounds = bar.add_task("rounds", total=points[0].prepared.scenario.rounds, status="starting Ray ...")
 
@@ -278,9 +259,7 @@ def sweep(scenario: Path = SCENARIO,
                 bar.reset(rounds, total=point.prepared.scenario.rounds, status="starting Ray ...")
 
             def on_round(row: dict) -> None:
-                bar.update(rounds, completed=row["round"], status=(
-                    f"acc {row['accuracy']:.3f}  density {row['density']:.3f}  ok {row['clients_ok']}"
-                    f"  failed {row['clients_failed']}  up {format_bytes(row['upload_bytes'])}"))
+                bar.update(rounds, completed=row["round"], status=round_status(row))
 
             def on_client(round_: int, done: int, total: int) -> None:
                 bar.update(rounds, status=f"round {round_}: clients {done}/{total} ...")

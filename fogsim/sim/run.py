@@ -29,6 +29,7 @@ from fogsim.sim.fleet import Fleet, build_fleet
 from fogsim.sim.outputs import RunFiles, read_run, read_tiers, summarize
 from fogsim.sim.partition import partition_indices
 from fogsim.sim.scenario import MAX_NODES, Scenario, load_scenario, resolved_yaml
+from fogsim.telemetry import telemetry_off
 
 
 @dataclass
@@ -109,12 +110,9 @@ def nodes_for(scenario: Scenario, devices: int) -> int:
 
 
 def quiet_flower(verbose: bool = False) -> None:
-    """No telemetry (no machine fogsim runs on may phone home); Flower's own log only when ``verbose``."""
-    os.environ["FLWR_TELEMETRY_ENABLED"] = "0"
+    """No telemetry (``fogsim.telemetry``); Flower's own log only when ``verbose``."""
+    telemetry_off()
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
-    from flwr.supercore import telemetry
-
-    telemetry.FLWR_TELEMETRY_ENABLED = "0"
     logging.getLogger("flwr").setLevel(logging.INFO if verbose else logging.ERROR)
 
 

@@ -19,9 +19,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from fogsim.core.config import MAX_BATCH, MAX_COMPRESSION, MAX_EPOCHS, MAX_LR, MAX_SEED, TrainConfig
 from fogsim.data import DATASETS
-from fogsim.errors import FogsimError, brief, shown
+from fogsim.errors import FogsimError, brief, describe, key_path, shown
 from fogsim.models import MODELS
-from fogsim.sim.yamlfile import Refused, describe, key_path, parse_yaml, read_yaml, yaml_problem
+from fogsim.sim.yamlfile import Refused, parse_yaml, read_yaml, yaml_problem
 from fogsim.units import size_field
 
 _CORE = TrainConfig.model_fields
