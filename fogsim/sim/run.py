@@ -130,7 +130,7 @@ def run(prepared: Prepared, out: Path, on_round: Callable[[dict], None] | None =
     from flwr.app import Array, ArrayRecord
     from flwr.simulation import run_simulation
 
-    from fogsim.sim.plots import plot_run
+    from fogsim.plots import plot_run
     from fogsim.sim.server_app import ServerJob, make_server_app
     from fogsim.sim.shared import SharedSpec
 
@@ -174,7 +174,7 @@ def run(prepared: Prepared, out: Path, on_round: Callable[[dict], None] | None =
         summary = summarize(scenario.name, rounds, clients, prepared.fleet, time.perf_counter() - start,
                             read_tiers(out))
         job.files.write_summary(summary)
-        plot_run(out)
+        plot_run(out, scenario.name)
     except BaseException:
         held.release(False, keep=resume or _finished(out) > 0)
         raise
