@@ -5,9 +5,10 @@ Every error a user can cause ends as one line on stderr and exit code 2, with no
 
 from __future__ import annotations
 
+import inspect
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional, get_args, get_origin
 
 from fogsim.telemetry import telemetry_off
 
@@ -15,6 +16,7 @@ telemetry_off()  # before anything below imports Flower
 
 import click  # noqa: E402
 import typer  # noqa: E402
+from pydantic import BaseModel  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from fogsim import signals  # noqa: E402
@@ -24,59 +26,54 @@ from fogsim.sim import commands as sim_commands  # noqa: E402
 from fogsim.units import format_bytes, parse_bytes, parse_percentage  # noqa: E402
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  rich_markup_mode=None, help="Federated fog simulation of memory-budgeted devices training with DynHP.")
+                  rich_markup_mode="rich", context_settings={"help_option_names": ["-h", "--help"]},
+                  help="Federated fog simulation of memory-budgeted devices training with DynHP.")
 console = stderr_console()
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from fogsim import __version__
+
+        print(f"fogsim {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _group() -> None:
+def _group(version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
+                                        help="print fogsim's version and exit")) -> None:
     """Federated fog simulation of memory-budgeted devices training with DynHP."""
 
 
-@app.command()
-def train(
-    dataset: str = typer.Option("digits", help="digits, fashion-mnist, mnist, cifar10 or synthetic"),
-    model: str = typer.Option("mlp-small", help="mlp (784-300-100), lenet5 or mlp-small"),
-    method: str = typer.Option("dynhp", help="dense, gmp, soft or dynhp"),
-    budget: Optional[str] = typer.Option(None, help="device memory budget: a size (512KiB, 1MiB, 2.5MB) or a "
-                                         "percentage of what dense training needs (25%); default: 100%"),
-    compression: float = typer.Option(10.0, help="target compression 1/d (>= 1)"),
-    epochs: float = typer.Option(10.0, help="passes over the training set"),
-    batch_size: int = typer.Option(64, help="base batch: the fixed batch of dense/gmp/soft"),
-    batch_min: Optional[int] = typer.Option(None, help="dynhp's smallest batch (default: --batch-size)"),
-    batch_max: int = typer.Option(1024, help="dynhp's largest batch"),
-    lr: float = typer.Option(0.05, help="learning rate at the base batch"),
-    lr_rule: str = typer.Option("sqrt", help="learning rate as the batch grows: keep, linear or sqrt"),
-    optimizer: str = typer.Option("momentum", help="sgd, momentum or adam"),
-    schedule: str = typer.Option("cubic", help="density schedule: cubic, linear or oneshot"),
-    prune_start: float = typer.Option(0.0, help="start of the pruning window (fraction of training)"),
-    prune_end: float = typer.Option(0.6, help="end of the pruning window (fraction of training)"),
-    prune_every: float = typer.Option(0.1, help="epochs between pruning steps"),
-    scope: str = typer.Option("global", help="magnitude ranking: global or layer"),
-    granularity: str = typer.Option("unstructured", help="unstructured or structured (whole neurons/channels)"),
-    seed: int = typer.Option(0, help="seed of initialisation and data order"),
-    data_root: Optional[str] = typer.Option(None, help="directory of the dataset's files (or a torchvision root)"),
-    download: bool = typer.Option(False, help="let torchvision download the dataset into --data-root"),
-    out: Optional[Path] = typer.Option(None, help="run directory (default: runs/train-<method>-<time>)"),
-    overwrite: bool = typer.Option(False, help="replace a non-empty --out"),
-    quiet: bool = typer.Option(False, help="no progress bar"),
-) -> None:
+def settings_options(model: type[BaseModel]) -> list[inspect.Parameter]:
+    """One ``--option`` per field of the settings ``model``: its default, its description as the help
+    (with the default), its ``Literal`` values as the choices."""
+    params = []
+    for name, field in model.model_fields.items():
+        annotation, choices = field.annotation, None
+        if get_origin(annotation) is Literal:
+            annotation, choices = str, click.Choice(get_args(field.annotation))
+        shown_default = "" if field.default is None else f" (default: {field.default})"
+        option = typer.Option(field.default, f"--{name.replace('_', '-')}", help=f"{field.description}{shown_default}",
+                              show_default=False, click_type=choices)
+        params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=annotation))
+    return params
+
+
+def train(dataset: str, model: str, budget: Optional[str], data_root: Optional[str], download: bool,
+          out: Optional[Path], overwrite: bool, quiet: bool, **settings) -> None:
     """Train one device under a memory budget and write trace.csv, epochs.csv, summary.json, training.png."""
     from fogsim.core.config import make_train_config
     from fogsim.rundir import default_run_dir
     from fogsim.train import TrainingRun
 
     _check_budget(budget)
-    config = make_train_config(
-        method=method, compression=compression, epochs=epochs, batch_size=batch_size, batch_min=batch_min,
-        batch_max=batch_max, lr=lr, lr_rule=lr_rule, optimizer=optimizer, schedule=schedule,
-        prune_start=prune_start, prune_end=prune_end, prune_every=prune_every, scope=scope,
-        granularity=granularity, seed=seed)
-    out = out or default_run_dir(f"train-{dataset}-{method}")
+    config = make_train_config(**settings)
+    out = out or default_run_dir(f"train-{dataset}-{config.method}")
     request = TrainingRun(dataset=dataset, model=model, config=config, budget=budget, data_root=data_root,
                           download=download, out=out, overwrite=overwrite)
     plan = request.plan
-    console.print(f"[bold]{method}[/] on {dataset} with {model}: budget {format_bytes(plan.budget_bytes)}, "
+    console.print(f"[bold]{config.method}[/] on {dataset} with {model}: budget {format_bytes(plan.budget_bytes)}, "
                   f"dense training needs {format_bytes(plan.dense_bytes)}, target {format_bytes(plan.target_bytes)} "
                   f"at batch {plan.batch_start}")
     if plan.one_shot:
@@ -84,6 +81,46 @@ def train(
                       f"{plan.start_density:.3f} before training, then incremental pruning")
     summary = _with_progress(request, quiet)
     _print_summary(summary, out)
+
+
+def _option(name: str, default, help: str, annotation, choices=None) -> inspect.Parameter:
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=typer.Option(
+        default, f"--{name.replace('_', '-')}", help=help, show_default=False,
+        click_type=click.Choice(choices) if choices else None))
+
+
+def _train_command():
+    """``train`` with its options: those of the run, then every setting of ``TrainConfig``."""
+    from fogsim.core.config import TrainConfig
+    from fogsim.catalog import DATASETS, MODELS
+
+    params = [
+        _option("dataset", "digits", "the data (default: digits, scikit-learn's, embedded)", str, DATASETS),
+        _option("model", "mlp-small", "the network: mlp is 784-300-100-10, lenet5 two conv + pool, mlp-small "
+                "64-32 for digits (default: mlp-small)", str, MODELS),
+        _option("budget", None, "device memory budget: a size (512KiB, 1MiB, 2.5MB) or a percentage of what dense "
+                "training needs (25%) (default: 100%)", Optional[str]),
+        *settings_options(TrainConfig),
+        _option("data_root", None, "directory of the dataset's files (or a torchvision root)", Optional[str]),
+        _option("download", False, "let torchvision download the dataset into --data-root", bool),
+        _option("out", None, "run directory, created or empty (default: runs/train-<dataset>-<method>-<time>)",
+                Optional[Path]),
+        _option("overwrite", False, "replace a non-empty --out that an earlier fogsim train wrote", bool),
+        _option("quiet", False, "no progress bar", bool),
+    ]
+
+    def command(**options) -> None:
+        fixed = {name: options.pop(name) for name in ("dataset", "model", "budget", "data_root", "download", "out",
+                                                       "overwrite", "quiet")}
+        train(**fixed, **options)
+
+    command.__doc__ = train.__doc__
+    command.__signature__ = inspect.Signature(params)
+    command.__annotations__ = {p.name: p.annotation for p in params}
+    return command
+
+
+app.command("train")(_train_command())
 
 
 def _check_budget(budget: str | None) -> None:

@@ -92,7 +92,7 @@ def run(scenario: Optional[Path] = typer.Argument(None, help="scenario YAML file
         sets: Optional[list[str]] = SET,
         resume: Optional[Path] = typer.Option(None, help="go on with the interrupted run in this directory from "
                                               "its last finished round (instead of SCENARIO)"),
-        quiet: bool = typer.Option(False, help="no progress display"),
+        quiet: bool = typer.Option(False, "--quiet", help="no progress display"),
         verbose: bool = VERBOSE) -> None:
     """Run a scenario: the fleet trains with DynHP on Flower and Ray; results go to the run directory."""
     from fogsim.rundir import free_run_dir
@@ -135,7 +135,7 @@ def validate(scenario: Path = SCENARIO, sets: Optional[list[str]] = SET) -> None
 
 
 FILES = typer.Option(None, "--file", help="also load the profiles of this YAML file (repeatable, in order)")
-profiles_app = typer.Typer(add_completion=False, rich_markup_mode=None, pretty_exceptions_enable=False,
+profiles_app = typer.Typer(add_completion=False, rich_markup_mode="rich", pretty_exceptions_enable=False,
                            help="List the device profiles, or show one in full.")
 
 
@@ -196,7 +196,7 @@ def profiles_show(ctx: typer.Context, name: str = typer.Argument(..., help="prof
               soft_wrap=True, highlight=False)
 
 
-def keys(markdown: bool = typer.Option(False, help="print a Markdown table (as in the README)")) -> None:
+def keys(markdown: bool = typer.Option(False, "--markdown", help="print a Markdown table (as in the README)")) -> None:
     """List every scenario key with its default and what it means."""
     from fogsim.sim.scenario import reference
 
@@ -235,7 +235,7 @@ def sweep(scenario: Path = SCENARIO,
           out: Optional[Path] = typer.Option(None, help="sweep directory: one run directory per value and the "
                                              "comparison (default: runs/sweep-<name>-<time>)"),
           sets: Optional[list[str]] = SET,
-          quiet: bool = typer.Option(False, help="no progress display"),
+          quiet: bool = typer.Option(False, "--quiet", help="no progress display"),
           verbose: bool = VERBOSE) -> None:
     """Run a scenario once per value of one key, then compare the runs (fogsim compare's table, CSV and plots)."""
     from fogsim.rundir import check_free, default_run_dir
