@@ -6,7 +6,7 @@ import pytest
 from matplotlib.figure import Figure
 
 from fogsim.plots import _bytes_axis, _round_axis, byte_unit, plot_run
-from fogsim.sim.outputs import CLIENT_COLUMNS, ROUND_COLUMNS
+from fogsim.sim.reports import CLIENT_COLUMNS, ROUND_COLUMNS
 
 
 @pytest.mark.parametrize("values, unit", [([0, 500], "B"), ([2048, 10], "KiB"), ([3 * 2**20], "MiB"),

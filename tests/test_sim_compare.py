@@ -9,7 +9,7 @@ import yaml
 from fogsim.cli import main
 from fogsim.errors import FogsimError
 from fogsim.sim.compare import COLUMNS, FILES, compare, load_run
-from fogsim.sim.outputs import CLIENT_COLUMNS, ROUND_COLUMNS
+from fogsim.sim.reports import CLIENT_COLUMNS, ROUND_COLUMNS
 
 
 @pytest.fixture(autouse=True)

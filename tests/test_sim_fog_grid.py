@@ -133,7 +133,7 @@ def test_a_run_reports_its_clients_and_gives_the_same_results(tmp_path):
     """Through Flower and Ray: every round counts its sampled clients up, and the callback changes nothing."""
     import pandas as pd
 
-    from fogsim.sim.outputs import WALL_COLUMNS
+    from fogsim.sim.reports import WALL_COLUMNS
     from fogsim.sim.run import prepare, run
 
     short = ["rounds=2"]

@@ -40,6 +40,7 @@ from fogsim.sim import fog
 from fogsim.sim.device_state import DeviceState, pack_masks, read_state, state_records, unpack_masks
 from fogsim.sim.fleet import Fleet
 from fogsim.sim.partition import Partitions
+from fogsim.sim.reports import DeviceReport
 from fogsim.sim.scenario import Scenario
 from strategies import (UPLOAD_ENCODING_KEY, dense_masked_state, encoded_nbytes, pack_masked_state,
                         unpack_masked_state)
@@ -120,23 +121,20 @@ def train_device(spec: FleetSpec, msg: Message) -> Message:
     upload = pack_masked_state(weights, masks) if packed else dense_masked_state(weights, masks)
     download_bytes = encoded_nbytes(received)
     upload_bytes = encoded_nbytes(upload)
-    metrics = MetricRecord({
-        "num-examples": len(x),
-        UNIFORM_WEIGHT_KEY: 1,
-        "device-id": device_id,
-        "train-loss": float(np.mean([s["loss"] for s in steps])),
-        "density": float(trainer.density),
-        "budget-bytes": int(trainer.budget),
-        "peak-memory-bytes": int(max(s["memory_bytes"] for s in steps)),
-        "batch-size-min": int(min(s["batch_size"] for s in steps)),
-        "batch-size-max": int(max(s["batch_size"] for s in steps)),
-        "progress": int(trainer.progress),
-        "accuracy": accuracy,
-        "download-bytes": download_bytes,
-        "upload-bytes": upload_bytes,
-        "compute-s": flops / device.profile.flops,
-        "sim-time-s": fog.device_seconds(device.profile, flops, download_bytes, upload_bytes),
-    })
+    report = DeviceReport(
+        peak_memory_bytes=int(max(s["memory_bytes"] for s in steps)),
+        batch_size_min=int(min(s["batch_size"] for s in steps)),
+        batch_size_max=int(max(s["batch_size"] for s in steps)),
+        density=float(trainer.density),
+        num_examples=len(x),
+        train_loss=float(np.mean([s["loss"] for s in steps])),
+        accuracy=accuracy,
+        progress=int(trainer.progress),
+        upload_bytes=upload_bytes,
+        download_bytes=download_bytes,
+        compute_s=flops / device.profile.flops,
+        sim_time_s=fog.device_seconds(device.profile, flops, download_bytes, upload_bytes))
+    metrics = MetricRecord({**report.to_metrics(), UNIFORM_WEIGHT_KEY: 1})
     content = RecordDict({"arrays": ArrayRecord({k: Array(np.asarray(v)) for k, v in upload.items()}),
                           "metrics": metrics, **state_records(None, _state(trainer))})
     return Message(content, reply_to=msg)

@@ -19,6 +19,7 @@ import pandas as pd
 
 from fogsim.errors import FogsimError
 from fogsim.rundir import claim
+from fogsim.sim.reports import CLIENT_COLUMNS, ROUND_COLUMNS
 from fogsim.sim.yamlfile import read_text, read_yaml
 from fogsim.units import format_bytes
 
@@ -29,8 +30,6 @@ PROFILE_FIELDS = ["profile", "devices", "budget_bytes", "peak_memory_bytes", "fi
 COLUMNS = RUN_FIELDS + PROFILE_FIELDS
 FILES = ["comparison.csv", "comparison.md", "accuracy.png", "memory_batch.png", "accuracy_vs_upload.png"]
 
-ROUND_NEEDS = ["round", "accuracy", "global_density", "upload_bytes", "download_bytes", "sim_time_s"]
-CLIENT_NEEDS = ["round", "client_id", "profile", "budget_bytes", "peak_memory_bytes", "batch_size_max", "failed"]
 
 
 @dataclass
@@ -83,8 +82,8 @@ def load_run(path: Path) -> Run:
                           "by fogsim run?") from None
     if not isinstance(scenario, dict) or not isinstance(summary, dict):
         raise FogsimError(f"{path}: scenario.yaml or summary.json is not a mapping; was it written by fogsim run?")
-    rounds = _read_csv(path / "rounds.csv", ROUND_NEEDS).sort_values("round", kind="stable")
-    clients = _read_csv(path / "clients.csv", CLIENT_NEEDS)
+    rounds = _read_csv(path / "rounds.csv", ROUND_COLUMNS).sort_values("round", kind="stable")
+    clients = _read_csv(path / "clients.csv", CLIENT_COLUMNS)
     return Run(path=path, scenario=scenario, rounds=rounds.reset_index(drop=True), clients=clients, summary=summary)
 
 
