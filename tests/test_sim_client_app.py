@@ -9,7 +9,7 @@ from flwr.common import MessageType
 from flwr.supercore.task_identity import TaskIdentity
 
 from fogsim.models import build_model
-from fogsim.sim import fog
+from fogsim.sim import draws
 from fogsim.sim.client_app import FleetSpec, dataset_of, train_device
 from fogsim.sim.device_state import DEVICE_KEY, MASK_KEY, pop_state, state_records, unpack_masks
 from fogsim.sim.fleet import build_fleet
@@ -105,4 +105,4 @@ def test_a_failing_device_answers_with_an_error():
     spec, data = make_spec(failure_rate=0.99)
     arrays = ArrayRecord(build_model("mlp-small", data.input_shape, data.num_classes, seed=0).state_dict())
     reply = train_device(spec, instruction(arrays, 1, 0))
-    assert reply.has_error() and reply.error.code == fog.FAILED
+    assert reply.has_error() and reply.error.code == draws.FAILED

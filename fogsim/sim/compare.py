@@ -20,7 +20,7 @@ import pandas as pd
 from fogsim.errors import FogsimError
 from fogsim.rundir import claim
 from fogsim.sim.reports import CLIENT_COLUMNS, ROUND_COLUMNS
-from fogsim.sim.yamlfile import read_text, read_yaml
+from fogsim.sim.safe_yaml import read_text, read_yaml
 from fogsim.units import format_bytes
 
 # Columns of comparison.csv, in order; the README's "Comparing runs" explains each.

@@ -22,7 +22,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from fogsim.errors import FogsimError, brief, describe, shown
-from fogsim.sim.yamlfile import read_yaml
+from fogsim.sim.safe_yaml import read_yaml
 from fogsim.units import size_field
 
 BUILTIN_DIR = Path(__file__).resolve().parent.parent / "profiles"

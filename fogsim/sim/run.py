@@ -21,7 +21,7 @@ import numpy as np
 from fogsim.data import Dataset, load_dataset
 from fogsim.errors import FogsimError
 from fogsim.rundir import Claim
-from fogsim.sim import checkpoint, fog
+from fogsim.sim import checkpoint, draws
 from fogsim.sim.client_app import FleetSpec, make_client_app
 from fogsim.sim.cluster import init_args, resolve_address, start_ray, stop_ray
 from fogsim.sim.device_state import DeviceStates
@@ -106,7 +106,7 @@ def backend_config(scenario: Scenario, verbose: bool = False) -> dict:
 def nodes_for(scenario: Scenario, devices: int) -> int:
     """Flower nodes to start: ``simulation.nodes``, or one per device a round can sample (at most
     ``MAX_NODES``: beyond it devices share nodes, which changes nothing in the results)."""
-    return scenario.simulation.nodes or min(fog.most_sampled(devices, scenario.fraction), MAX_NODES)
+    return scenario.simulation.nodes or min(draws.most_sampled(devices, scenario.fraction), MAX_NODES)
 
 
 def quiet_flower(verbose: bool = False) -> None:

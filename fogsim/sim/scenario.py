@@ -21,7 +21,7 @@ from fogsim.core.config import (MAX_BATCH, MAX_COMPRESSION, MAX_EPOCHS, MAX_LR, 
                                 PruningSettings, TrainConfig)
 from fogsim.catalog import DATASETS, MODELS
 from fogsim.errors import FogsimError, brief, describe, key_path, shown
-from fogsim.sim.yamlfile import Refused, parse_yaml, read_yaml, yaml_problem
+from fogsim.sim.safe_yaml import Refused, parse_yaml, read_yaml, yaml_problem
 from fogsim.units import size_field
 
 _TRAINING = TrainingSettings.model_fields

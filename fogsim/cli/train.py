@@ -1,48 +1,21 @@
-"""The ``fogsim`` command. Typer for parsing, rich for progress and tables.
-
-Every error a user can cause ends as one line on stderr and exit code 2, with no traceback.
-"""
+"""``fogsim train``: one device under one memory budget. Its options are the training settings'
+fields (``fogsim.core.config.TrainConfig``): their defaults, descriptions and choices."""
 
 from __future__ import annotations
 
 import inspect
-import sys
 from pathlib import Path
 from typing import Literal, Optional, get_args, get_origin
 
-from fogsim.telemetry import telemetry_off
+import click
+import typer
+from pydantic import BaseModel
 
-telemetry_off()  # before anything below imports Flower
+from fogsim.cli.console import progress_bar, stderr_console
+from fogsim.cli.tables import print_training_summary
+from fogsim.units import format_bytes, parse_bytes, parse_percentage
 
-import click  # noqa: E402
-import typer  # noqa: E402
-from pydantic import BaseModel  # noqa: E402
-from rich.table import Table  # noqa: E402
-
-from fogsim import signals  # noqa: E402
-from fogsim.console import progress_bar, stderr_console, stdout_console  # noqa: E402
-from fogsim.errors import FogsimError, one_line  # noqa: E402
-from fogsim.sim import commands as sim_commands  # noqa: E402
-from fogsim.units import format_bytes, parse_bytes, parse_percentage  # noqa: E402
-
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  rich_markup_mode="rich", context_settings={"help_option_names": ["-h", "--help"]},
-                  help="Federated fog simulation of memory-budgeted devices training with DynHP.")
 console = stderr_console()
-
-
-def _print_version(value: bool) -> None:
-    if value:
-        from fogsim import __version__
-
-        print(f"fogsim {__version__}")
-        raise typer.Exit()
-
-
-@app.callback()
-def _group(version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
-                                        help="print fogsim's version and exit")) -> None:
-    """Federated fog simulation of memory-budgeted devices training with DynHP."""
 
 
 def settings_options(model: type[BaseModel]) -> list[inspect.Parameter]:
@@ -65,7 +38,7 @@ def train(dataset: str, model: str, budget: Optional[str], data_root: Optional[s
     """Train one device under a memory budget and write trace.csv, epochs.csv, summary.json, training.png."""
     from fogsim.core.config import make_train_config
     from fogsim.rundir import default_run_dir
-    from fogsim.train import TrainingRun
+    from fogsim.one_device import TrainingRun
 
     _check_budget(budget)
     config = make_train_config(**settings)
@@ -80,7 +53,7 @@ def train(dataset: str, model: str, budget: Optional[str], data_root: Optional[s
         console.print(f"the dense model does not fit the budget: one-shot prune to density "
                       f"{plan.start_density:.3f} before training, then incremental pruning")
     summary = _with_progress(request, quiet)
-    _print_summary(summary, out)
+    print_training_summary(summary, out)
 
 
 def _option(name: str, default, help: str, annotation, choices=None) -> inspect.Parameter:
@@ -120,7 +93,6 @@ def _train_command():
     return command
 
 
-app.command("train")(_train_command())
 
 
 def _check_budget(budget: str | None) -> None:
@@ -146,56 +118,5 @@ def _with_progress(request, quiet: bool) -> dict:
         return request.run(on_step)
 
 
-def _print_summary(summary: dict, out: Path) -> None:
-    table = Table(title=f"{summary['method']} — {summary['model']} on {summary['dataset']}")
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    rows = [
-        ("test accuracy", f"{summary['test_accuracy']:.4f}"),
-        ("density", f"{summary['density']:.4f}"),
-        ("compression", f"{summary['compression']:.2f}x"),
-        ("peak training memory", format_bytes(summary["peak_memory_bytes"])),
-        ("budget", format_bytes(summary["budget_bytes"])),
-        ("mean model state S(d)", format_bytes(summary["mean_state_bytes"])),
-        ("batch size (final / max)", f"{summary['batch_size_final']} / {summary['batch_size_max']}"),
-        ("optimizer steps", str(summary["steps"])),
-        ("wall time", f"{summary['wall_time_s']:.1f} s"),
-    ]
-    for name, value in rows:
-        table.add_row(name, value)
-    stdout_console().print(table)
-    stdout_console().print(f"run directory: {out}")
-
-
-sim_commands.register(app)  # fogsim run / validate / profiles: the federated simulation
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point: run the app and turn user errors into one line and exit code 2.
-
-    A message is printed with its control characters escaped, so that a newline in a file name
-    or in a value the user typed cannot split it.
-    """
-    previous = signals.install()
-    try:
-        if app(args=argv, standalone_mode=False) == 130:  # typer turns KeyboardInterrupt into Exit(130)
-            raise KeyboardInterrupt
-    except FogsimError as error:
-        print(f"fogsim: error: {one_line(str(error))}", file=sys.stderr)
-        return error.exit_code
-    except click.exceptions.NoArgsIsHelpError as usage:
-        print(usage.ctx.get_help() if usage.ctx else "", file=sys.stderr)
-        return 2
-    except click.UsageError as error:
-        print(f"fogsim: error: {one_line(error.format_message())}", file=sys.stderr)
-        return 2
-    except (click.exceptions.Abort, KeyboardInterrupt):  # click turns an interrupt into Abort
-        print(f"fogsim: interrupted by {signals.name()}; what finished is kept", file=sys.stderr)
-        return signals.exit_code()
-    finally:
-        signals.restore(previous)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+def register(app: typer.Typer) -> None:
+    app.command("train")(_train_command())
