@@ -24,7 +24,7 @@ def run(heading: str) -> dict:
 
 
 def test_every_example_is_short():
-    for heading in ("A model", "An importance criterion", "A strategy"):
+    for heading in ("A model", "An importance criterion", "An aggregation rule", "A strategy"):
         assert len(example(heading).splitlines()) < 40, heading
 
 
@@ -80,3 +80,13 @@ def test_a_criterion_is_named_in_one_place():
     assert Pruning.model_fields["criterion"].annotation is CriterionName
     assert TrainConfig.model_fields["criterion"].annotation is CriterionName
     assert get_args(CriterionName) == ("magnitude",)
+
+
+def test_a_custom_rule_is_found_by_name():
+    from strategies import RULES
+
+    try:
+        ns = run("An aggregation rule")
+        assert RULES["median"] is ns["median_of_keepers"]
+    finally:
+        RULES.pop("median", None)  # other tests see the built-in rules only
