@@ -212,8 +212,9 @@ def rich_table(frame: pd.DataFrame):
     table = Table(title=f"comparison of {frame['run'].nunique()} runs (a profile with empty cells: the run has "
                         "no such devices)")
     for column in CONSOLE_HEADERS:
-        text = column in ("run", "strategy", "profile")
-        table.add_column(column, justify="left" if text else "right", overflow="fold", no_wrap=not text)
+        text = column in ("strategy", "profile")  # may fold; a run's name never does, so it can be searched for
+        table.add_column(column, justify="left" if text or column == "run" else "right", overflow="fold",
+                         no_wrap=not text)
     rows = table_rows(frame)
     for i, row in enumerate(rows):
         last_of_run = i + 1 == len(rows) or rows[i + 1][0] != ""
