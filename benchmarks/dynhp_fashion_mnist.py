@@ -20,7 +20,7 @@ from pathlib import Path
 
 from fogsim.core.config import make_train_config
 from fogsim.errors import FogsimError
-from fogsim.train import TrainingRun
+from fogsim.one_device import TrainingRun
 from fogsim.units import format_bytes
 
 METHODS = ("dense", "gmp", "soft", "dynhp")

@@ -179,19 +179,19 @@ def child(spec_path: Path) -> int:
     import yaml
 
     import flower_overhead
-    from fogsim.sim import fog
+    from fogsim.sim import draws
     from fogsim.sim.run import prepare, run
     result["imported"] = time.time()
-    result["fogsim"] = str(Path(fog.__file__).parent.parent)  # which copy of fogsim this run measures
+    result["fogsim"] = str(Path(draws.__file__).parent.parent)  # which copy of fogsim this run measures
 
     scenario_path = directory / "input.yaml"
     scenario_path.write_text(yaml.safe_dump(spec["scenario"], sort_keys=False))
     prepared = prepare(scenario_path)
     result["prepared"] = time.time()
     devices, clients = len(prepared.fleet), spec["clients"]
-    if fog.most_sampled(devices, prepared.scenario.fraction) != clients:
+    if draws.most_sampled(devices, prepared.scenario.fraction) != clients:
         raise SystemExit(f"fraction {prepared.scenario.fraction!r} samples "
-                         f"{fog.most_sampled(devices, prepared.scenario.fraction)} of {devices}, not {clients}")
+                         f"{draws.most_sampled(devices, prepared.scenario.fraction)} of {devices}, not {clients}")
 
     if spec["run"] == "bare":
         flower_overhead.check_comparable(prepared)

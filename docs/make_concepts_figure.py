@@ -21,7 +21,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from fogsim.core import make_train_config  # noqa: E402
-from fogsim.train import TrainingRun  # noqa: E402
+from fogsim.one_device import TrainingRun  # noqa: E402
 from strategies import masked_average  # noqa: E402
 
 KIB = 1024

@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fogsim.catalog import DATASETS
 from fogsim.errors import FogsimError
 
-DATASETS: tuple[str, ...] = ("digits", "fashion-mnist", "mnist", "cifar10", "synthetic")
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 DEFAULT_ROOT = Path("~/.cache/fogsim/data").expanduser()

@@ -11,6 +11,8 @@ named by its kind, never printed.
 
 from __future__ import annotations
 
+from pydantic import ValidationError
+
 SHOWN_CHARS = 40
 
 
@@ -44,3 +46,35 @@ def brief(text: str, limit: int = SHOWN_CHARS) -> str:
 def one_line(text: str) -> str:
     """``text`` with every control character escaped, so that it prints as exactly one line."""
     return "".join(c if c.isprintable() or c == " " else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
+def key_path(loc: tuple, prefix: str = "") -> str:
+    """``("fleet", 2, "profile")`` -> ``fleet[2].profile``; a long key is cut (see ``errors.shown``)."""
+    path = prefix
+    for part in loc:
+        if isinstance(part, int) and not isinstance(part, bool):
+            path += f"[{part}]"
+        else:
+            name = brief(part) if isinstance(part, str) else shown(part)
+            path += f".{name}" if path else name
+    return path
+
+
+def describe(error: ValidationError, prefix: str = "") -> str:
+    """The first problem pydantic found, as ``key.path: what is wrong``, quoting at most a short scalar."""
+    first = error.errors()[0]
+    loc = tuple(p for p in first["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+    if first["type"] == "invalid_key" or loc[-1:] == ("[key]",):  # a key that is a number, a date, null...
+        path = key_path(loc[:-2] if loc[-1:] == ("[key]",) else loc[:-1], prefix)
+        message = f"key {shown(first['input'])} is not a name; keys are text"
+        return f"{path}: {message}" if path else message
+    path = key_path(loc, prefix)
+    message = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        message = "unknown key"
+    elif first["type"] == "missing":
+        message = "required key is missing"
+    elif (not first["type"].startswith("value_error") and not isinstance(first.get("input"), (dict, list))
+          and "got " not in message):
+        message = f"{message}, got {shown(first['input'])}"
+    return f"{path}: {message}" if path else message

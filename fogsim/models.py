@@ -12,9 +12,9 @@ import math
 import torch
 from torch import nn
 
+from fogsim.catalog import MODELS
 from fogsim.errors import FogsimError
 
-MODELS: tuple[str, ...] = ("mlp", "lenet5", "mlp-small")
 
 
 def build_model(name: str, input_shape: tuple[int, ...], num_classes: int, *,

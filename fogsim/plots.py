@@ -1,36 +1,74 @@
-"""Pictures of a run, for people who would rather look than read. Matplotlib, written to PNG."""
+"""Every picture fogsim draws, from the files it wrote: one training run, one federated run, a comparison.
+
+Matplotlib's object-oriented API (``matplotlib.figure.Figure``), so drawing here never touches
+pyplot's global state or switches the backend of a notebook that imports fogsim. The conventions
+of every plot: a title naming the run, integer round ticks, byte axes in B/KiB/MiB/GiB chosen
+for the data (never an exponent), and a legend wherever two lines share an axis.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, MaxNLocator
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-
-MIB = 1024 * 1024
+DPI = 110
+UNITS = (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024), ("B", 1))
 
 
+def byte_unit(values) -> tuple[str, int]:
+    """The largest binary unit in which the largest of ``values`` is at least 1 (B for none)."""
+    values = pd.Series(values, dtype=float).dropna().abs()
+    top = values.max() if len(values) else 0.0
+    return next(((name, scale) for name, scale in UNITS if top >= scale), UNITS[-1])
+
+
+def _bytes_axis(ax, unit: str, axis: str = "y") -> None:
+    """Plain numbers in ``unit`` on ``axis``: no offset and no scientific notation (on a log scale,
+    the minor ticks at 2 and 5 times a power of ten are labelled too)."""
+    target = ax.yaxis if axis == "y" else ax.xaxis
+    target.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    if target.get_scale() == "log":
+        target.set_minor_formatter(FuncFormatter(
+            lambda value, _: f"{value:g}" if value > 0 and round(value / 10 ** np.floor(np.log10(value))) in (2, 5)
+            else ""))
+
+
+def _round_axis(ax) -> None:
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("round")
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    fig.savefig(path, dpi=DPI)
+    return path
+
+
+# --- one device: fogsim train -----------------------------------------------------------------
 def plot_training(trace: pd.DataFrame, epochs: pd.DataFrame, summary: dict, path: Path) -> None:
     """Density, batch size, memory against the budget, and test accuracy, over training progress."""
-    fig, axes = plt.subplots(4, 1, figsize=(8, 10), sharex=True, constrained_layout=True)
+    fig = Figure(figsize=(8, 10), layout="constrained")
+    axes = fig.subplots(4, 1, sharex=True)
     x = trace["epoch"]
-    axes[0].plot(x, trace["density"], color="tab:blue")
+    axes[0].plot(x, trace["density"], color="tab:blue", label="density")
+    axes[0].axhline(1 / summary["target_compression"], color="grey", ls=":", label="target")
     axes[0].set_ylabel("density d")
     axes[0].set_ylim(0, 1.05)
-    axes[0].axhline(1 / summary["target_compression"], color="grey", ls=":", label="target")
     axes[0].legend(loc="upper right")
 
     axes[1].step(x, trace["batch_size"], where="post", color="tab:green")
     axes[1].set_ylabel("batch size b")
 
-    axes[2].stackplot(x, trace["state_bytes"] / MIB, trace["activation_bytes"] / MIB,
+    unit, scale = byte_unit([summary["budget_bytes"], *trace["memory_bytes"]])
+    axes[2].stackplot(x, trace["state_bytes"] / scale, trace["activation_bytes"] / scale,
                       labels=["model state S(d)", "activations b·a(d)"], colors=["tab:orange", "tab:purple"],
                       alpha=0.8, step="post")
-    axes[2].axhline(summary["budget_bytes"] / MIB, color="red", ls="--", label="budget B")
-    axes[2].set_ylabel("training memory (MiB)")
+    axes[2].axhline(summary["budget_bytes"] / scale, color="red", ls="--", label="budget B")
+    axes[2].set_ylabel(f"training memory ({unit})")
+    _bytes_axis(axes[2], unit)
     axes[2].legend(loc="upper right")
 
     axes[3].plot(epochs["progress"] / summary["train_samples"], epochs["test_accuracy"], marker="o", color="black")
@@ -38,5 +76,121 @@ def plot_training(trace: pd.DataFrame, epochs: pd.DataFrame, summary: dict, path
     axes[3].set_xlabel("training progress (epochs = samples / training set size)")
     fig.suptitle(f"{summary['method']} — {summary['model']} on {summary['dataset']}: "
                  f"accuracy {summary['test_accuracy']:.3f}, compression {summary['compression']:.1f}x")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
+
+
+# --- one federated run: fogsim run ------------------------------------------------------------
+def plot_run(out: Path, title: str | None = None) -> list[Path]:
+    """Write accuracy.png, devices.png and traffic.png into the run directory ``out``, from its CSVs;
+    ``title`` names the run (default: the directory's name)."""
+    title = title or out.name
+    rounds = pd.read_csv(out / "rounds.csv")
+    clients = pd.read_csv(out / "clients.csv")
+    ok = clients[clients["failed"] == 0]
+
+    fig = Figure(figsize=(6, 4), layout="constrained")
+    ax = fig.subplots()
+    ax.plot(rounds["round"], rounds["accuracy"], marker="o", color="black")
+    ax.set_ylabel("test accuracy of the global model")
+    _round_axis(ax)
+    fig.suptitle(f"{title}: accuracy per round")
+    paths = [_save(fig, out / "accuracy.png")]
+
+    fig = Figure(figsize=(7, 7), layout="constrained")
+    axes = fig.subplots(2, 1, sharex=True)
+    unit, scale = byte_unit(pd.concat([ok["peak_memory_bytes"], ok["budget_bytes"]]))
+    for i, (profile, group) in enumerate(ok.groupby("profile", sort=False)):
+        per_round = group.groupby("round")
+        color = f"C{i}"
+        axes[0].plot(per_round["density"].mean(), marker="o", color=color, label=profile)
+        axes[1].plot(per_round["peak_memory_bytes"].max() / scale, marker="o", color=color, label=f"{profile} peak")
+        axes[1].axhline(group["budget_bytes"].iloc[0] / scale, color=color, ls="--", lw=1, label=f"{profile} budget")
+    axes[0].set_ylabel("density d (mean of the profile's devices)")
+    axes[0].set_ylim(0, 1.05)
+    axes[0].legend(loc="upper right", fontsize="small")
+    axes[1].set_ylabel(f"training memory ({unit})")
+    axes[1].set_yscale("log")
+    _bytes_axis(axes[1], unit)
+    axes[1].legend(fontsize="small")
+    _round_axis(axes[1])
+    fig.suptitle(f"{title}: density and memory per profile")
+    paths.append(_save(fig, out / "devices.png"))
+
+    fig = Figure(figsize=(6, 4), layout="constrained")
+    ax = fig.subplots()
+    unit, scale = byte_unit(pd.concat([rounds["upload_bytes"], rounds["download_bytes"]]))
+    width = 0.4
+    ax.bar(rounds["round"] - width / 2, rounds["upload_bytes"] / scale, width, label="upload")
+    ax.bar(rounds["round"] + width / 2, rounds["download_bytes"] / scale, width, label="download")
+    ax.set_ylabel(f"{unit}, all devices of the round")
+    _bytes_axis(ax, unit)
+    _round_axis(ax)
+    ax.legend()
+    fig.suptitle(f"{title}: traffic per round")
+    paths.append(_save(fig, out / "traffic.png"))
+    return paths
+
+
+# --- several runs: fogsim compare and sweep ----------------------------------------------------
+def plot_comparison(runs, frame: pd.DataFrame, out: Path) -> None:
+    """accuracy.png, accuracy_vs_upload.png and memory_batch.png of ``runs`` (each with ``name`` and
+    ``rounds``) and their comparison ``frame`` (``compare.comparison_frame``) into ``out``."""
+    fig = Figure(figsize=(7, 4.5), layout="constrained")
+    ax = fig.subplots()
+    for run in runs:
+        ax.plot(run.rounds["round"], run.rounds["accuracy"], marker="o", ms=3, label=run.name)
+    ax.set_ylabel("test accuracy of the global model")
+    _round_axis(ax)
+    ax.legend(fontsize="small")
+    fig.suptitle(f"{len(runs)} runs: accuracy per round")
+    _save(fig, out / "accuracy.png")
+
+    fig = Figure(figsize=(7, 4.5), layout="constrained")
+    ax = fig.subplots()
+    unit, scale = byte_unit([run.rounds["upload_bytes"].sum() for run in runs])
+    for run in runs:
+        ax.plot(run.rounds["upload_bytes"].cumsum() / scale, run.rounds["accuracy"], marker="o", ms=3, label=run.name)
+    ax.set_xlabel(f"uploaded so far, all devices ({unit})")
+    _bytes_axis(ax, unit, "x")
+    ax.set_ylabel("test accuracy of the global model")
+    ax.legend(fontsize="small")
+    fig.suptitle(f"{len(runs)} runs: accuracy against bytes uploaded")
+    _save(fig, out / "accuracy_vs_upload.png")
+
+    profiles = [p for p in dict.fromkeys(frame["profile"]) if p is not None and not pd.isna(p)]
+    names = [run.name for run in runs]
+    x = np.arange(max(len(profiles), 1))
+    width = 0.8 / max(len(names), 1)
+    fig = Figure(figsize=(max(7, 1.6 * len(profiles) + 3), 7), layout="constrained")
+    axes = fig.subplots(2, 1, sharex=True)
+    unit, scale = byte_unit(frame["peak_memory_bytes"])
+    peaks = frame["peak_memory_bytes"].dropna().astype(float) / scale
+    top = 4 * peaks.max() if len(peaks) else None  # a budget far above every peak would flatten the bars
+    labelled_above = False
+    for i, name in enumerate(names):
+        rows = frame[frame["run"] == name].set_index("profile").reindex(profiles)
+        offset = x[:len(profiles)] - 0.4 + width * (i + 0.5)
+        peak = rows["peak_memory_bytes"].astype(float) / scale
+        budget = rows["budget_bytes"].astype(float) / scale
+        axes[0].bar(offset, peak, width, color=f"C{i}", label=name)
+        inside = budget <= top if top else budget == budget
+        axes[0].scatter(offset[inside.to_numpy()], budget[inside], marker="_", s=200, color="black",
+                        label="budget" if i == 0 else None, zorder=3)
+        if top and (~inside & budget.notna()).any():
+            above = (~inside & budget.notna()).to_numpy()
+            axes[0].scatter(offset[above], [top / 1.3] * int(above.sum()), marker="^", color="black",
+                            label=None if labelled_above else "budget above the axis", zorder=3)
+            labelled_above = True
+        axes[1].bar(offset, rows["final_batch_size"].astype(float), width, color=f"C{i}", label=name)
+    axes[0].set_ylabel(f"peak training memory ({unit})")
+    axes[0].set_yscale("log")
+    _bytes_axis(axes[0], unit)
+    if top:
+        axes[0].set_ylim(peaks.min() / 2, top)
+    axes[0].legend(fontsize="small")
+    axes[1].set_ylabel("final batch size")
+    axes[1].set_xticks(x[:len(profiles)], profiles)
+    axes[1].set_xlabel("device profile (no bar: the run has no such devices, or none trained)")
+    axes[1].legend(fontsize="small")
+    fig.suptitle(f"{len(runs)} runs: peak memory and batch size per profile")
+    _save(fig, out / "memory_batch.png")

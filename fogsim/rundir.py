@@ -43,6 +43,14 @@ def default_run_dir(prefix: str, root: Path = ROOT) -> Path:
     return root / f"{safe_name(prefix)}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
 
 
+def free_run_dir(out: Path | None, prefix: str, kind: str) -> Path:
+    """``out``, or ``runs/<prefix>-<time>`` when it is None, checked free for a ``kind`` command
+    (``check_free``, without ``--overwrite``)."""
+    out = out or default_run_dir(prefix)
+    check_free(out, kind)
+    return out
+
+
 def marker_kind(path: Path) -> str | None:
     """The kind of output ``path`` holds according to its marker; ``None`` if fogsim did not make it."""
     try:

@@ -1,10 +1,10 @@
 """Sparse upload encoding: a client sends only the entries its mask kept.
 
-A masked tensor travels as its kept values plus an index encoding, whichever of two is
-cheaper for its density:
+A masked tensor travels as its kept values plus an index, whichever of two is cheaper for its
+density (``fogsim.layout``, the same rule by which a device holds its model in memory):
 
-- flat indices, ``int32``, 4 bytes per kept entry: wins below a density of 1/32;
-- a bitmap packed with ``np.packbits``, 1 bit per entry: wins above it.
+- ``coo``: int32 flat positions, 4 bytes per kept entry: wins below a density of 1/32;
+- ``bitmap``: the mask packed with ``np.packbits``, 1 bit per entry: wins above it.
 
 Everything is plain numpy arrays so that a whole packed model fits in one Flower
 ``ArrayRecord`` (one ``Array`` per key) and this module needs no Flower import.
@@ -20,10 +20,14 @@ from collections.abc import Mapping
 
 import numpy as np
 
-FLAT_INDICES = 0
+from fogsim import layout
+
+COO = 0
 """Index encoding code: the kept entries' positions in the flattened tensor, as int32."""
 BITMAP = 1
 """Index encoding code: the mask itself, one bit per entry, packed with ``np.packbits``."""
+_CODES = {layout.COO: COO, layout.BITMAP: BITMAP}
+_KINDS = {code: kind for kind, code in _CODES.items()}
 
 SEPARATOR = "::"
 """Joins a tensor name and a field in packed keys (``fc1.weight::values``).
@@ -38,8 +42,6 @@ FIELDS = ("values", "index", "encoding", "shape")
 The index encoding lives in a field rather than in the key, so clients that chose
 different encodings still send the same keys, which Flower's reply validation requires.
 """
-
-_INT32_MAX = np.iinfo(np.int32).max
 
 
 def encode_sparse(values: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
@@ -56,25 +58,16 @@ def encode_sparse(values: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]
     -------
     dict[str, np.ndarray]
         ``values``: the kept values in row-major order, 1-D, of ``values``' dtype;
-        ``index``: int32 flat indices or a uint8 packed bitmap;
-        ``encoding``: an int8 array of one element, :data:`FLAT_INDICES` or :data:`BITMAP`.
+        ``index``: int32 flat positions or a uint8 packed bitmap;
+        ``encoding``: an int8 array of one element, :data:`COO` or :data:`BITMAP`.
     """
     values = np.asarray(values)
-    kept = _as_bool(mask, values.shape).ravel()
-    size = kept.size
-    kept_count = int(np.count_nonzero(kept))
-    bitmap_nbytes = -(-size // 8)
-    use_indices = 4 * kept_count < bitmap_nbytes and size - 1 <= _INT32_MAX
-    if use_indices:
-        index = np.flatnonzero(kept).astype(np.int32)
-        code = FLAT_INDICES
-    else:
-        index = np.packbits(kept)
-        code = BITMAP
+    kept = layout.as_bool_mask(mask, values.shape).ravel()
+    kind = layout.cheaper_index(kept.size, int(np.count_nonzero(kept)))
     return {
         "values": values.ravel()[kept],
-        "index": index,
-        "encoding": np.array([code], dtype=np.int8),
+        "index": layout.make_index(kept, kind),
+        "encoding": np.array([_CODES[kind]], dtype=np.int8),
     }
 
 
@@ -92,21 +85,13 @@ def decode_sparse(
     shape = tuple(int(d) for d in shape)
     size = int(np.prod(shape, dtype=np.int64))
     code = int(np.asarray(encoded["encoding"]).ravel()[0])
-    index = np.asarray(encoded["index"])
+    if code not in _KINDS:
+        raise ValueError(f"unknown index encoding {code} (known: {COO}, {BITMAP})")
+    try:
+        kept = layout.read_index(encoded["index"], _KINDS[code], size)
+    except ValueError as error:
+        raise ValueError(f"{error} (shape {shape})") from None
     kept_values = np.asarray(encoded["values"]).ravel()
-    kept = np.zeros(size, dtype=bool)
-    if code == FLAT_INDICES:
-        if index.size and (index.min() < 0 or index.max() >= size):
-            raise ValueError(f"flat indices fall outside a tensor of shape {shape}")
-        kept[index] = True
-    elif code == BITMAP:
-        if index.size != -(-size // 8):
-            raise ValueError(
-                f"a bitmap of {index.size} bytes does not fit a tensor of shape {shape}"
-            )
-        kept = np.unpackbits(index, count=size).astype(bool)
-    else:
-        raise ValueError(f"unknown index encoding {code} (known: {FLAT_INDICES}, {BITMAP})")
     if kept_values.size != np.count_nonzero(kept):
         raise ValueError(
             f"{kept_values.size} values sent for {np.count_nonzero(kept)} kept entries"
@@ -204,15 +189,6 @@ def dense_masked_state(
     for name, tensor in state.items():
         tensor = np.asarray(tensor)
         if name in masks:
-            tensor = np.where(_as_bool(masks[name], tensor.shape), tensor, 0).astype(tensor.dtype)
+            tensor = np.where(layout.as_bool_mask(masks[name], tensor.shape), tensor, 0).astype(tensor.dtype)
         dense[name] = tensor
     return dense
-
-
-def _as_bool(mask: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    mask = np.asarray(mask)
-    if mask.shape != tuple(shape):
-        raise ValueError(f"mask has shape {mask.shape}, its tensor has shape {tuple(shape)}")
-    if mask.dtype != np.bool_ and not np.all((mask == 0) | (mask == 1)):
-        raise ValueError("a mask must hold only 0/1 or True/False")
-    return mask.astype(bool, copy=False)

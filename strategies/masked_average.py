@@ -30,6 +30,8 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
+from fogsim.layout import as_bool_mask
+
 Rule = Callable[..., np.ndarray]
 
 
@@ -208,7 +210,7 @@ def kept_by_nobody(
         masks = [m.get(name) for m in client_masks]
         if not masks or any(m is None for m in masks):
             continue
-        out[name] = ~np.logical_or.reduce([_as_bool_mask(m, tuple(shape), k) for k, m in enumerate(masks)])
+        out[name] = ~np.logical_or.reduce([as_bool_mask(m, tuple(shape), f"client {k}") for k, m in enumerate(masks)])
     return out
 
 
@@ -245,7 +247,7 @@ def _sums(
             kept_sum += n * w
             weight_sum += n
             continue
-        kept = _as_bool_mask(m, w.shape, k)
+        kept = as_bool_mask(m, w.shape, f"client {k}")
         kept_sum += n * np.where(kept, w, 0.0)
         weight_sum += n * kept
     return previous, kept_sum, weight_sum, float(counts.sum())
@@ -272,17 +274,3 @@ def _check_num_examples(num_examples: Sequence[float]) -> np.ndarray:
             f"example counts must be finite and non-negative, got {list(num_examples)}"
         )
     return counts
-
-
-def _as_bool_mask(mask: np.ndarray, shape: tuple[int, ...], client: int) -> np.ndarray:
-    # torch.nn.utils.prune keeps float 0/1 masks, so accept those as well as bool.
-    mask = np.asarray(mask)
-    if mask.shape != shape:
-        raise ValueError(
-            f"client {client}: mask has shape {mask.shape}, its weights have shape {shape}"
-        )
-    if mask.dtype == np.bool_:
-        return mask
-    if not np.all((mask == 0) | (mask == 1)):
-        raise ValueError(f"client {client}: a mask must hold only 0/1 or True/False")
-    return mask.astype(bool)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import numpy as np
-from flwr.app import Message
+from flwr.app import Array, ArrayRecord, Message
 
 STATE_SEPARATOR = "::"
 """Joins an optimizer attribute and a tensor key (or list position) in :meth:`Resumable.state_arrays`."""
@@ -19,17 +19,36 @@ _STATE = ("momentum_vector", "m_t", "v_t")  # FedAvgM's momentum, FedOpt's first
 
 
 class Resumable:
-    """Mixin: optimizer state to and from plain arrays, and rounds counted from ``round_offset``.
+    """Mixin: optimizer state to and from plain arrays, rounds counted from ``round_offset``, and
+    the global model kept in the dtypes it was sent in.
 
     Flower's strategies number the rounds of their own loop from 1; a resumed run's loop starts
     at the round after its checkpoint, so ``round_offset`` (rounds already done) is added to the
-    round that ``aggregate_train`` sees.
+    round that ``aggregate_train`` sees. Flower's FedAdam returns float64 arrays for a float32
+    model under numpy 2 (its bias correction is a numpy float64 scalar), which would double what
+    every device downloads from then on; the aggregate is cast back to the dtypes of the arrays
+    ``configure_train`` sent.
     """
 
     round_offset = 0
+    _sent_dtypes: dict[str, np.dtype] | None = None
+
+    def configure_train(self, server_round: int, arrays: ArrayRecord, config, grid):
+        self._sent_dtypes = {key: np.dtype(array.dtype) for key, array in arrays.items()}
+        return super().configure_train(server_round, arrays, config, grid)
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]):
-        return super().aggregate_train(server_round + self.round_offset, replies)
+        arrays, metrics = super().aggregate_train(server_round + self.round_offset, replies)
+        return self.in_sent_dtypes(arrays), metrics
+
+    def in_sent_dtypes(self, arrays: ArrayRecord | None) -> ArrayRecord | None:
+        """``arrays`` with every array in the dtype the same key had when ``configure_train`` sent it."""
+        if arrays is None or not self._sent_dtypes:
+            return arrays
+        if all(np.dtype(a.dtype) == self._sent_dtypes.get(k, np.dtype(a.dtype)) for k, a in arrays.items()):
+            return arrays
+        return ArrayRecord({k: Array(np.asarray(a.numpy(), dtype=self._sent_dtypes.get(k)))
+                            for k, a in arrays.items()})
 
     def state_arrays(self) -> dict[str, np.ndarray]:
         """The optimizer state as ``{"m_t::fc.weight": array, "momentum_vector::0": array, ...}``."""

@@ -39,6 +39,7 @@ class _MaskedServerOpt:
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         arrays, metrics = super().aggregate_train(server_round + self.round_offset, replies)
+        arrays = self.in_sent_dtypes(arrays)  # Flower's FedAdam steps in float64 (see Resumable)
         if arrays is None or not self._uncovered:
             return arrays, metrics
         stepped = {k: a.numpy() for k, a in arrays.items()}

@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from fogsim.cli import main
-from fogsim.sim import yamlfile
+from fogsim.sim import safe_yaml
 
 GOOD = {"name": "t", "data": {"name": "digits"}, "model": "mlp-small", "rounds": 2,
         "training": {"batch_min": 8}, "fleet": [{"profile": "samd21", "count": 2}, {"profile": "rpi4"}]}
@@ -108,14 +108,14 @@ def _link_to_zero(tmp: Path) -> Path:
     ("scenario-dev-zero", lambda t: ["run", "/dev/zero", "--quiet"], "/dev/zero: a character device"),
     ("scenario-fifo", lambda t: ["run", str(_fifo(t)), "--quiet"], "pipe.yaml: a pipe, not a regular file"),
     ("scenario-link-to-zero", lambda t: ["run", str(_link_to_zero(t)), "--quiet"], "zero.yaml: a character device"),
-    ("scenario-over-1MiB", lambda t: run(t, "#" * (yamlfile.MAX_FILE_BYTES + 1)), "larger than 1.00 MiB"),
+    ("scenario-over-1MiB", lambda t: run(t, "#" * (safe_yaml.MAX_FILE_BYTES + 1)), "larger than 1.00 MiB"),
     ("profile-dev-zero", lambda t: run(t, scenario(profiles=["/dev/zero"])), "/dev/zero: a character device"),
     ("profile-dev-urandom", lambda t: run(t, scenario(profiles=["/dev/urandom"])), "a character device"),
     ("profile-fifo", lambda t: run(t, scenario(profiles=[str(_fifo(t))])), "a pipe, not a regular file"),
     ("profile-directory", lambda t: run(t, scenario(profiles=["."])), "a directory, not a regular file"),
     ("profile-missing", lambda t: run(t, scenario(profiles=["nope.yaml"])), "cannot read profile file .*nope"),
     ("profile-nul-in-path", lambda t: run(t, scenario(profiles=["p\0.yaml"])), "profiles.*NUL character"),
-    ("profile-over-1MiB", lambda t: with_profiles(t, "#" * (yamlfile.MAX_FILE_BYTES + 1)), "p.yaml: larger than"),
+    ("profile-over-1MiB", lambda t: with_profiles(t, "#" * (safe_yaml.MAX_FILE_BYTES + 1)), "p.yaml: larger than"),
     ("profiles-file-dev-zero", lambda t: ["profiles", "--file", "/dev/zero"], "a character device"),
     ("profiles-show-fifo", lambda t: ["profiles", "show", "samd21", "--file", str(_fifo(t))], "a pipe"),
     ("data-root-nul", lambda t: run(t, scenario(data={"name": "mnist", "root": "a\0b"})), "data.root: .*NUL"),
@@ -198,7 +198,7 @@ def test_yaml_that_expands_nests_or_repeats_is_refused(tmp_path, capsys, build, 
 
 def test_more_values_than_the_limit_without_aliases(tmp_path, capsys, monkeypatch):
     """The same limit counts plain values; lowered here so the test need not write 50,000 of them."""
-    monkeypatch.setattr(yamlfile, "MAX_VALUES", 20)
+    monkeypatch.setattr(safe_yaml, "MAX_VALUES", 20)
     text = yaml.safe_dump(GOOD) + "extra: [" + ", ".join(["1"] * 10) + "]\n"
     refused(tmp_path, capsys, run(tmp_path, text), r"more than 20 values .*at line \d+")
 

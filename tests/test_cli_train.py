@@ -39,9 +39,10 @@ BAD_INPUTS = [
     (["--budget", "0"], "invalid budget '0'"),
     (["--budget", "-5%"], "percentage must be positive"),
     (["--compression", "0.5"], "compression: Input should be greater than or equal to 1"),
-    (["--method", "prune-it"], "method: Input should be 'dense', 'gmp', 'soft' or 'dynhp'"),
-    (["--model", "resnet"], "unknown model 'resnet'"),
-    (["--dataset", "imagenet"], "unknown dataset 'imagenet'"),
+    (["--method", "prune-it"], "'--method': 'prune-it' is not one of 'dense', 'gmp', 'soft', 'dynhp'"),
+    (["--model", "resnet"], "'--model': 'resnet' is not one of 'mlp', 'lenet5', 'mlp-small'"),
+    (["--dataset", "imagenet"], "'--dataset': 'imagenet' is not one of 'digits', 'fashion-mnist'"),
+    (["--schedule", "step"], "'--schedule': 'step' is not one of 'cubic', 'linear', 'oneshot'"),
     (["--budget", "20KiB"], r"cannot train dynhp: budget 20.00 KiB \(20480 B\) is below the .* \(\d+ B\) needed"),
     (["--method", "dense", "--budget", "50%"], "needed for the dense model"),
     (["--dataset", "cifar10", "--data-root", "{tmp}/nowhere"], "CIFAR-10 not found"),
@@ -76,3 +77,26 @@ def test_console_command_has_no_traceback(tmp_path):
     assert "Traceback" not in result.stderr
     assert result.stderr.strip() == ("fogsim: error: invalid budget '12XB': unknown unit 'XB'; use a positive size "
                                      "such as 512KiB, 1MiB or 2.5MB (units B, KB, KiB, MB, MiB, GB, GiB)")
+
+
+def test_train_options_come_from_the_settings_schema(capsys, monkeypatch):
+    """Every TrainConfig field is an option with its default in the help, Literals as choices."""
+    from fogsim.core.config import TrainConfig
+
+    monkeypatch.setenv("COLUMNS", "300")  # one line per option, so the checks below see whole phrases
+    assert main(["train", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for name, field in TrainConfig.model_fields.items():
+        assert f"--{name.replace('_', '-')}" in text, name
+    assert "[dense|gmp|soft|dynhp]" in text and "[cubic|linear|oneshot]" in text
+    assert "(default: dynhp)" in text and "(default: 0.05)" in text
+    assert "\\[" not in text, "no escaped rich markup in the help"
+
+
+def test_version_and_short_help(capsys):
+    from fogsim import __version__
+
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"fogsim {__version__}"
+    assert main(["train", "-h"]) == 0
+    assert "--compression" in capsys.readouterr().out

@@ -69,6 +69,19 @@ def test_the_doc_names_where_scenarios_must_be_extended():
     assert "trimmed-masked-fedavg" not in Strategy.model_fields["name"].annotation.__args__
 
 
+def test_a_criterion_is_named_in_one_place():
+    """The scenario and the train command take their criterion choices from the one Literal."""
+    from typing import get_args
+
+    from fogsim.core.config import CriterionName, TrainConfig
+    from fogsim.sim.scenario import Pruning
+
+    assert "CriterionName" in DOC and "fogsim/core/config.py" in DOC
+    assert Pruning.model_fields["criterion"].annotation is CriterionName
+    assert TrainConfig.model_fields["criterion"].annotation is CriterionName
+    assert get_args(CriterionName) == ("magnitude",)
+
+
 def test_a_custom_rule_is_found_by_name():
     from strategies import RULES
 

@@ -5,7 +5,7 @@ import pytest
 
 from strategies.encoding import (
     BITMAP,
-    FLAT_INDICES,
+    COO,
     decode_sparse,
     dense_masked_state,
     encode_sparse,
@@ -31,7 +31,7 @@ def test_round_trip_is_exact_and_picks_the_smaller_index(density):
     indices_nbytes = 4 * int(mask.sum())
     bitmap_nbytes = -(-mask.size // 8)
     assert encoded["index"].nbytes == min(indices_nbytes, bitmap_nbytes)
-    expected_code = FLAT_INDICES if indices_nbytes < bitmap_nbytes else BITMAP
+    expected_code = COO if indices_nbytes < bitmap_nbytes else BITMAP
     assert int(encoded["encoding"][0]) == expected_code
     assert encoded_nbytes(encoded) == 4 * int(mask.sum()) + encoded["index"].nbytes + 1
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from fogsim.sim.outputs import WALL_COLUMNS
+from fogsim.sim.reports import WALL_COLUMNS
 
 pytestmark = pytest.mark.slow
 ROUNDS = 6

@@ -54,3 +54,17 @@ def test_the_test_command_needs_no_sudo_when_root():
     assert chooser.startswith("S=")
     said = subprocess.run(["bash", "-c", f"{chooser}; echo \"[$S]\""], capture_output=True, text=True).stdout.strip()
     assert said == ("[]" if os.getuid() == 0 else "[sudo]")
+
+
+def test_the_layout_table_names_every_module():
+    """The README's layout table matches the tree: every module of fogsim and strategies is named."""
+    section = README.split("## Layout", 1)[1].split("\n## ", 1)[0]
+    root = Path(__file__).parent.parent
+    missing = []
+    for package in ("fogsim", "strategies"):
+        for path in (root / package).rglob("*.py"):
+            if path.name in ("__init__.py", "__main__.py") or path.parent.name == "strategies":
+                continue
+            if f"{path.name}`" not in section:
+                missing.append(str(path.relative_to(root)))
+    assert not missing, f"the README's layout table does not name {missing}"

@@ -152,3 +152,16 @@ def test_keepers_masked_fedavg_is_unchanged_by_the_rule_option():
     expected = keepers([w["fc.weight"] for w, _, _ in clients], masks, [n for *_, n in clients],
                        previous["fc.weight"])
     np.testing.assert_allclose(got["fc.weight"], expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize("name", sorted(STRATEGIES))
+def test_the_global_model_keeps_the_dtype_it_was_sent_in(name):
+    """Flower's FedAdam steps a float32 model into float64 under numpy 2; that would double every
+    download. Every strategy fogsim builds returns the dtypes it sent."""
+    rng = np.random.default_rng(4)
+    strategy = build(name, rule="delta", server_lr=0.03)
+    arrays = _initial()
+    for server_round in (1, 2, 3):
+        clients = _round(rng, [rng.random(SHAPES["fc.weight"]) < 0.6 for _ in NODES])
+        arrays = _step(strategy, server_round, arrays, clients, packed=name.startswith("masked-"))
+        assert {k: v.dtype for k, v in arrays.items()} == {k: np.dtype(np.float32) for k in SHAPES}, server_round

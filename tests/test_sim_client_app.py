@@ -9,11 +9,12 @@ from flwr.common import MessageType
 from flwr.supercore.task_identity import TaskIdentity
 
 from fogsim.models import build_model
-from fogsim.sim import fog
+from fogsim.sim import draws
 from fogsim.sim.client_app import FleetSpec, dataset_of, train_device
 from fogsim.sim.device_state import DEVICE_KEY, MASK_KEY, pop_state, state_records, unpack_masks
 from fogsim.sim.fleet import build_fleet
 from fogsim.sim.partition import partition_indices
+from fogsim.sim.reports import DeviceReport
 from fogsim.sim.scenario import parse_scenario
 from strategies import UPLOAD_ENCODING_KEY, unpack_masked_state
 
@@ -54,9 +55,10 @@ def test_mask_only_shrinks_and_target_is_reached_in_the_last_round():
     for round_ in (1, 3, 4):  # the device sits out round 2
         reply = train_device(spec, instruction(arrays, round_, 0, state))
         metrics = reply.content["metrics"]
-        assert metrics["peak-memory-bytes"] <= metrics["budget-bytes"]
+        report = DeviceReport.from_metrics(metrics)
+        assert report.peak_memory_bytes <= spec.fleet.tier_of(0).plan.budget_bytes
         assert metrics["unit-weight"] == 1, "strategy.weighting: uniform weights by this key"
-        assert metrics["progress"] == round_ * len(spec.partitions[0])
+        assert report.progress == round_ * len(spec.partitions[0])
         upload, masks = unpack_masked_state({k: a.numpy() for k, a in reply.content["arrays"].items()})
         state = pop_state(reply.content)
         assert DEVICE_KEY not in reply.content and MASK_KEY not in reply.content, "the strategy sees Flower's records"
@@ -103,4 +105,4 @@ def test_a_failing_device_answers_with_an_error():
     spec, data = make_spec(failure_rate=0.99)
     arrays = ArrayRecord(build_model("mlp-small", data.input_shape, data.num_classes, seed=0).state_dict())
     reply = train_device(spec, instruction(arrays, 1, 0))
-    assert reply.has_error() and reply.error.code == fog.FAILED
+    assert reply.has_error() and reply.error.code == draws.FAILED

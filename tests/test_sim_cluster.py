@@ -23,7 +23,7 @@ import yaml
 from fogsim.cli import main
 from fogsim.errors import FogsimError
 from fogsim.sim.cluster import check_reachable, init_args, resolve_address, start_ray, stop_ray
-from fogsim.sim.outputs import WALL_COLUMNS
+from fogsim.sim.reports import WALL_COLUMNS
 from fogsim.sim.run import prepare, run
 from fogsim.sim.scenario import Simulation
 

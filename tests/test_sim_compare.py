@@ -9,7 +9,7 @@ import yaml
 from fogsim.cli import main
 from fogsim.errors import FogsimError
 from fogsim.sim.compare import COLUMNS, FILES, compare, load_run
-from fogsim.sim.outputs import CLIENT_COLUMNS, ROUND_COLUMNS
+from fogsim.sim.reports import CLIENT_COLUMNS, ROUND_COLUMNS
 
 
 @pytest.fixture(autouse=True)
@@ -181,3 +181,16 @@ def test_compare_real_quickstart_runs(tmp_path):
     f = frame[frame["run"] == "f"].set_index("profile")
     assert f.loc["samd21", "budget_bytes"] == 32 * 1024 and f.loc["samd21", "strategy"] == "fedavg"
     assert all((out / name).stat().st_size > 0 for name in FILES)
+
+
+def test_the_public_api_compares_and_loads_runs(two_fleets, tmp_path):
+    import fogsim
+
+    frame = fogsim.compare_runs(two_fleets)
+    assert list(frame.columns) == COLUMNS and set(frame["run"]) == {"a", "b"}
+    assert not (tmp_path / "out").exists(), "without out nothing is written"
+    written = fogsim.compare_runs(two_fleets, tmp_path / "out")
+    pd.testing.assert_frame_equal(frame, written)
+    assert all((tmp_path / "out" / name).stat().st_size > 0 for name in FILES)
+    run = fogsim.load_run(two_fleets[0])
+    assert list(run.rounds["accuracy"]) == [0.5, 0.8, 0.7]

@@ -20,7 +20,7 @@ from fogsim.sim import fog_grid as fog_grid_module
 from fogsim.sim import server_app
 from fogsim.sim.device_state import DeviceState, DeviceStates, pack_masks, read_state, unpack_masks
 from fogsim.sim.fog_grid import FogGrid
-from fogsim.sim.outputs import WALL_COLUMNS
+from fogsim.sim.reports import WALL_COLUMNS
 from inprocess import serve_in_process
 from strategies import encoded_nbytes, pack_masked_state, unpack_masked_state
 

@@ -3,7 +3,7 @@
 import pandas as pd
 import pytest
 
-from fogsim.sim import fog
+from fogsim.sim import draws
 from fogsim.sim.run import nodes_for, prepare, run
 
 pytestmark = pytest.mark.slow
@@ -15,7 +15,7 @@ TEN_THOUSAND = ["rounds=2", "fleet[0].count=3334", "fleet[1].count=3333", "fleet
 def test_ten_thousand_devices_on_the_digits_run_to_the_end(tmp_path):
     prepared = prepare("scenarios/quickstart.yaml", TEN_THOUSAND)
     assert len(prepared.fleet) == 10_000 > len(prepared.data.train_x), "more devices than training samples"
-    assert nodes_for(prepared.scenario, len(prepared.fleet)) == fog.most_sampled(10_000, 0.002) == 20
+    assert nodes_for(prepared.scenario, len(prepared.fleet)) == draws.most_sampled(10_000, 0.002) == 20
     summary = run(prepared, tmp_path / "run")
     rounds = pd.read_csv(tmp_path / "run" / "rounds.csv")
     clients = pd.read_csv(tmp_path / "run" / "clients.csv")

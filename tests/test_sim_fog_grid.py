@@ -8,7 +8,7 @@ from flwr.app import RecordDict
 from flwr.common import MessageType
 from flwr.supercore.task_identity import TaskIdentity
 
-from fogsim.sim import fog
+from fogsim.sim import draws
 from fogsim.sim.device_state import DEVICE_KEY, DeviceState, DeviceStates, read_state, state_records
 from fogsim.sim.fog_grid import FogGrid
 
@@ -114,7 +114,7 @@ def test_without_a_callback_and_with_a_timeout():
 
 
 def test_a_crash_is_raised_but_a_simulated_failure_keeps_the_old_state():
-    failed = SimpleNamespace(code=fog.FAILED, reason="failed")
+    failed = SimpleNamespace(code=draws.FAILED, reason="failed")
     grid = grid_over(FakeGrid([[0]]))
     grid.send_and_receive([message(MessageType.TRAIN, 0)])
     before = grid.states.get(0)
@@ -123,7 +123,7 @@ def test_a_crash_is_raised_but_a_simulated_failure_keeps_the_old_state():
     grid.send_and_receive([message(MessageType.TRAIN, 0), message(MessageType.TRAIN, 1)])
     assert grid.states.get(0).steps == before.steps == 10, "a dropped device keeps its state"
     assert grid.states.get(1).steps == 11
-    grid.grid = FakeGrid([[0, 1]], errors={1: SimpleNamespace(code=fog.FAILED + 1, reason="boom")})
+    grid.grid = FakeGrid([[0, 1]], errors={1: SimpleNamespace(code=draws.FAILED + 1, reason="boom")})
     with pytest.raises(RuntimeError, match="device 1 crashed in round 3: boom"):
         grid.send_and_receive([message(MessageType.TRAIN, 0), message(MessageType.TRAIN, 1)])
 
@@ -133,7 +133,7 @@ def test_a_run_reports_its_clients_and_gives_the_same_results(tmp_path):
     """Through Flower and Ray: every round counts its sampled clients up, and the callback changes nothing."""
     import pandas as pd
 
-    from fogsim.sim.outputs import WALL_COLUMNS
+    from fogsim.sim.reports import WALL_COLUMNS
     from fogsim.sim.run import prepare, run
 
     short = ["rounds=2"]

@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fogsim.sim.outputs import WALL_COLUMNS, read_run
+from fogsim.sim.outputs import read_run
+from fogsim.sim.reports import WALL_COLUMNS
 from inprocess import serve_in_process
 
 pytestmark = pytest.mark.usefixtures("flower_task_identity")

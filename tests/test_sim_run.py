@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from fogsim.cli import main
-from fogsim.sim.outputs import CLIENT_COLUMNS, ROUND_COLUMNS, TIER_COLUMNS, WALL_COLUMNS
+from fogsim.sim.reports import CLIENT_COLUMNS, ROUND_COLUMNS, TIER_COLUMNS, WALL_COLUMNS
 from fogsim.sim.run import prepare, run
 
 pytestmark = pytest.mark.slow

@@ -17,9 +17,10 @@ from flwr.supercore.task_identity import TaskIdentity
 from fogsim.core import Topology, evaluate
 from fogsim.models import build_model
 from fogsim.sim import checkpoint, outputs, server_app
-from fogsim.sim.commands import summary_table
+from fogsim.cli.tables import summary_table
 from fogsim.sim.device_state import DeviceState, DeviceStates, pack_masks
-from fogsim.sim.outputs import TIER_COLUMNS, OutputFailed, RunFiles, read_run, read_tiers, summarize
+from fogsim.sim.outputs import OutputFailed, RunFiles, read_run, read_tiers, summarize
+from fogsim.sim.reports import TIER_COLUMNS
 from fogsim.sim.run import prepare
 from fogsim.sim.server_app import RoundEnd, ServerJob
 from inprocess import QUICKSTART, serve_in_process

@@ -1,15 +1,23 @@
-"""The DynHP core: one model, one device, one memory budget. Plain PyTorch; no Flower, no Ray."""
+"""The DynHP core: one model, one device, one memory budget. Plain PyTorch; no Flower, no Ray.
 
-from fogsim.core.config import METHODS, TrainConfig, make_train_config
-from fogsim.core.importance import Magnitude, StructuredL2, make_criterion
-from fogsim.core.masks import MaskSet
-from fogsim.core.memory import Footprint, MemoryAccountant, pack
-from fogsim.core.schedule import Schedule
-from fogsim.core.topology import Topology, compact
-from fogsim.core.trainer import DeviceTrainer, Plan, batch_size_for, evaluate, plan, scaled_lr
+The names below are imported on first use, so that ``fogsim.core.config`` (the settings, which
+the command line reads to build its options) can be imported without loading PyTorch.
+"""
 
-__all__ = [
-    "METHODS", "TrainConfig", "make_train_config", "Magnitude", "StructuredL2", "make_criterion", "MaskSet",
-    "Footprint", "MemoryAccountant", "pack", "Schedule", "Topology", "compact", "DeviceTrainer", "Plan",
-    "batch_size_for", "evaluate", "plan", "scaled_lr",
-]
+from importlib import import_module
+
+_WHERE = {
+    "METHODS": "config", "TrainConfig": "config", "make_train_config": "config",
+    "Magnitude": "importance", "StructuredL2": "importance", "make_criterion": "importance",
+    "MaskSet": "masks", "Footprint": "memory", "MemoryAccountant": "memory", "pack": "memory",
+    "Schedule": "schedule", "Topology": "topology", "compact": "topology",
+    "DeviceTrainer": "trainer", "Plan": "trainer", "batch_size_for": "trainer", "evaluate": "trainer",
+    "plan": "trainer", "scaled_lr": "trainer",
+}
+__all__ = list(_WHERE)
+
+
+def __getattr__(name: str):
+    if name not in _WHERE:
+        raise AttributeError(f"module 'fogsim.core' has no attribute {name!r}")
+    return getattr(import_module(f"fogsim.core.{_WHERE[name]}"), name)

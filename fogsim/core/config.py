@@ -1,19 +1,30 @@
-"""The settings of one device's training, validated in one place.
+"""The settings of one device's training, declared and validated in one place.
 
-The same object configures ``fogsim train`` and the local training of every federated device,
-so its field descriptions are the documentation of both.
+``TrainingSettings`` and ``PruningSettings`` hold every setting with its default, bounds and
+description; ``TrainConfig`` (both, plus the seed) configures ``fogsim train``, whose
+options, defaults, choices and help come from its fields, and the local training of every
+federated device; the scenario's ``training`` and ``pruning`` sections are the two settings
+models again. The values a setting may take are its ``Literal`` (``typing.get_args``): to add
+a method, schedule or criterion, extend its Literal and implement it.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from fogsim.errors import FogsimError, shown
+from fogsim.errors import FogsimError, describe
 
-METHODS = ("dense", "gmp", "soft", "dynhp")
-LR_RULES = ("keep", "linear", "sqrt")
+# The values each choice may take; ``typing.get_args`` lists them wherever they are needed.
+Method = Literal["dense", "gmp", "soft", "dynhp"]
+LrRule = Literal["keep", "linear", "sqrt"]
+Optimizer = Literal["sgd", "momentum", "adam"]
+ScheduleShape = Literal["cubic", "linear", "oneshot"]   # implemented in core/schedule.py
+CriterionName = Literal["magnitude"]                    # implemented in core/importance.py
+Scope = Literal["global", "layer"]
+Granularity = Literal["unstructured", "structured"]
+METHODS = get_args(Method)
 
 # Bounds that keep every number a user can give finite and every loop and allocation it drives sane.
 MAX_COMPRESSION = 1000.0   # 1/1000 of the weights; the smallest model keeps a few, and ``auto`` stops there too
@@ -23,39 +34,55 @@ MAX_LR = 10.0              # beyond this, SGD and Adam only diverge
 MAX_SEED = 2**32 - 1       # scikit-learn's random_state (the digits split) takes no more; numpy and torch take it too
 
 
-class TrainConfig(BaseModel):
-    """How one device trains: method, pruning target and schedule, batch sizing, optimizer."""
-
+class _Settings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    method: Literal["dense", "gmp", "soft", "dynhp"] = Field(
-        "dynhp", description="dense: no pruning, fixed batch; gmp: hard incremental pruning, fixed batch; "
-        "soft: masks recomputed at every pruning step, weights may regrow; dynhp: hard incremental pruning "
-        "with the batch grown from the freed memory")
-    compression: float = Field(10.0, ge=1.0, le=MAX_COMPRESSION, description="target compression 1/d* over all "
-                               "prunable tensors (ignored by dense)")
+
+class TrainingSettings(_Settings):
+    """How long and how a device trains: epochs, optimizer, learning rate and its rule, batch sizes."""
+
     epochs: float = Field(10.0, gt=0, le=MAX_EPOCHS, description="passes over the device's training data")
+    optimizer: Optimizer = Field("momentum", description="sgd, SGD with momentum 0.9, or Adam")
+    lr: float = Field(0.05, gt=0, le=MAX_LR, description="learning rate at the base batch")
+    lr_rule: LrRule = Field(
+        "sqrt", description="learning rate as the batch b changes: keep lr, lr*b/b0 (linear) or lr*sqrt(b/b0)")
+    weight_decay: float = Field(0.0, ge=0, le=1, description="L2 penalty of the optimizer")
     batch_size: int = Field(64, ge=1, le=MAX_BATCH, description="base batch b0: the fixed batch of dense, gmp and "
                             "soft, and the batch the default budget is sized for")
     batch_min: int | None = Field(None, ge=1, le=MAX_BATCH, description="dynhp's smallest batch b_min "
                                   "(default: batch_size)")
     batch_max: int = Field(1024, ge=1, le=MAX_BATCH, description="dynhp's largest batch b_max")
-    lr: float = Field(0.05, gt=0, le=MAX_LR, description="learning rate at the base batch")
-    lr_rule: Literal["keep", "linear", "sqrt"] = Field(
-        "sqrt", description="learning rate as the batch b changes: keep lr, lr*b/b0 (linear) or lr*sqrt(b/b0)")
-    optimizer: Literal["sgd", "momentum", "adam"] = Field("momentum", description="sgd, SGD with momentum 0.9, or Adam")
-    weight_decay: float = Field(0.0, ge=0, le=1, description="L2 penalty of the optimizer")
-    schedule: Literal["cubic", "linear", "oneshot"] = Field("cubic", description="shape of the density "
-                                                             "schedule from the start density to the target")
+
+
+class PruningSettings(_Settings):
+    """What a device prunes, how far, and when."""
+
+    method: Method = Field(
+        "dynhp", description="dense: no pruning, fixed batch; gmp: hard incremental pruning, fixed batch; "
+        "soft: masks recomputed at every pruning step, weights may regrow; dynhp: hard incremental pruning "
+        "with the batch grown from the freed memory")
+    compression: float = Field(10.0, ge=1.0, le=MAX_COMPRESSION, description="target compression 1/d* over all "
+                               "prunable tensors (ignored by dense)")
+    schedule: ScheduleShape = Field("cubic", description="shape of the density schedule from the start density "
+                                    "to the target")
     prune_start: float = Field(0.0, ge=0, le=1, description="start of the pruning window, as a fraction of training "
                                "progress (samples)")
     prune_end: float = Field(0.6, ge=0, le=1, description="end of the pruning window (target reached), fraction "
                              "of training progress")
     prune_every: float = Field(0.1, gt=0, le=MAX_EPOCHS, description="epochs of progress between pruning steps")
-    criterion: Literal["magnitude"] = Field("magnitude", description="importance of a weight: its magnitude |w|")
-    scope: Literal["global", "layer"] = Field("global", description="rank weights across all layers or within each")
-    granularity: Literal["unstructured", "structured"] = Field(
+    criterion: CriterionName = Field("magnitude", description="importance of a weight: its magnitude |w|")
+    scope: Scope = Field("global", description="rank weights across all layers or within each")
+    granularity: Granularity = Field(
         "unstructured", description="single weights, or whole neurons/channels by L2 norm (shrinks activations)")
+
+
+class TrainConfig(TrainingSettings, PruningSettings):
+    """How one device trains: method, pruning target and schedule, batch sizing, optimizer.
+
+    The scenario's ``training`` and ``pruning`` sections are the same two settings models
+    (``fogsim.sim.scenario``), with the defaults a federated round needs.
+    """
+
     seed: int = Field(0, ge=0, le=MAX_SEED, description="seed of initialisation, data order and sampling "
                       "(0 to 2**32 - 1)")
 
@@ -93,21 +120,9 @@ class TrainConfig(BaseModel):
         return self.min_batch if self.dynamic_batch else self.batch_size
 
 
-def describe_validation_error(error: ValidationError, prefix: str = "") -> str:
-    """One line naming the key path of the first problem pydantic found."""
-    first = error.errors()[0]
-    path = ".".join(str(p) for p in (prefix, *first["loc"]) if p != "")
-    message = first["msg"].removeprefix("Value error, ")
-    if first["type"] == "extra_forbidden":
-        message = "unknown key"
-    elif first["type"] == "literal_error":
-        message = f"{message}, got {shown(first['input'])}"
-    return f"{path}: {message}" if path else message
-
-
 def make_train_config(**values) -> TrainConfig:
     """Validate ``values`` into a TrainConfig, or raise a one-line FogsimError."""
     try:
         return TrainConfig(**{k: v for k, v in values.items() if v is not None})
     except ValidationError as error:
-        raise FogsimError(describe_validation_error(error)) from None
+        raise FogsimError(describe(error)) from None

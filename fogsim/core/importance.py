@@ -9,15 +9,17 @@ regrow anything (soft) or is intersected with what is kept (hard).
 from __future__ import annotations
 
 import math
-from typing import Protocol
+from typing import Protocol, get_args
 
 import torch
 
+from fogsim.core.config import CriterionName, Granularity, Scope
 from fogsim.core.masks import MaskSet
 from fogsim.errors import FogsimError
 
-SCOPES = ("global", "layer")
-GRANULARITIES = ("unstructured", "structured")
+CRITERIA = get_args(CriterionName)
+SCOPES = get_args(Scope)
+GRANULARITIES = get_args(Granularity)
 
 
 class Criterion(Protocol):
@@ -117,8 +119,8 @@ def _density(masks: MaskSet, proposal: dict[str, torch.Tensor]) -> float:
 def make_criterion(criterion: str = "magnitude", scope: str = "global",
                    granularity: str = "unstructured") -> Criterion:
     """Build the criterion a configuration names."""
-    if criterion != "magnitude":
-        raise FogsimError(f"unknown importance criterion {criterion!r}: use magnitude")
+    if criterion not in CRITERIA:
+        raise FogsimError(f"unknown importance criterion {criterion!r}: use one of {', '.join(CRITERIA)}")
     if granularity not in GRANULARITIES:
         raise FogsimError(f"unknown granularity {granularity!r}: use one of {', '.join(GRANULARITIES)}")
     return StructuredL2() if granularity == "structured" else Magnitude(scope)

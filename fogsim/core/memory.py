@@ -8,6 +8,8 @@ copies of a tensor:
 * ``coo``    — kept values plus int32 flat indices: ``c * k * 4 + k * 4``;
 * ``bitmap`` — kept values plus one bit per entry: ``c * k * 4 + ceil(n / 8)``;
 
+(the two sparse indexes of ``fogsim.layout``, which the wire encoding uses too)
+
 where ``n`` is the tensor's size, ``k`` its kept entries and ``c`` the copies (1 value + 1
 gradient + the optimizer's state tensors). Structured pruning stores the physically smaller
 network instead (``compact``: ``c * k * 4``, no index). ``a(d)`` is the bytes per sample
@@ -21,10 +23,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from torch import nn
 
+from fogsim import layout as _layout  # ``layout`` names the accountant's argument
 from fogsim.core.masks import MaskSet
 from fogsim.core.topology import Topology
 from fogsim.errors import FogsimError
@@ -33,7 +35,6 @@ from fogsim.errors import FogsimError
 OPTIMIZER_STATES = {"sgd": 0, "momentum": 1, "adam": 2}
 ADAM_STEP_BYTES = 4  # torch keeps Adam's step count as a float32 scalar per parameter
 LAYOUTS = ("dense", "sparse", "compact")
-INDEX_BYTES = 4  # the COO layout indexes kept entries with int32 flat indices
 
 
 @dataclass(frozen=True)
@@ -57,8 +58,8 @@ def tensor_bytes(numel: int, kept: int, copies: int, layout: str, value_bytes: i
     if layout == "compact":
         options = {"compact": copies * kept * value_bytes}
     elif layout == "sparse":
-        options["coo"] = copies * kept * value_bytes + kept * INDEX_BYTES
-        options["bitmap"] = copies * kept * value_bytes + math.ceil(numel / 8)
+        index = _layout.cheaper_index(numel, kept)
+        options[index] = copies * kept * value_bytes + _layout.index_nbytes(numel, kept, index)
     encoding = min(options, key=lambda name: (options[name], name != "dense"))
     return options[encoding], encoding
 
@@ -127,12 +128,12 @@ class MemoryAccountant:
 
 # --- the layouts as real tensors ------------------------------------------------------------
 def pack_bits(mask: torch.Tensor) -> torch.Tensor:
-    """One bit per entry, as ``numpy.packbits`` lays them out (the wire encoding uses the same)."""
-    return torch.from_numpy(np.packbits(mask.flatten().numpy()))
+    """One bit per entry, as the wire encoding lays them out (``fogsim.layout``)."""
+    return torch.from_numpy(_layout.make_index(mask.numpy(), _layout.BITMAP))
 
 
 def unpack_bits(bits: torch.Tensor, numel: int) -> torch.Tensor:
-    return torch.from_numpy(np.unpackbits(bits.numpy(), count=numel).astype(bool))
+    return torch.from_numpy(_layout.read_index(bits.numpy(), _layout.BITMAP, numel))
 
 
 def pack(model: nn.Module, masks: MaskSet | None, optimizer: torch.optim.Optimizer,
@@ -155,10 +156,8 @@ def pack(model: nn.Module, masks: MaskSet | None, optimizer: torch.optim.Optimiz
             encoding = tensor_bytes(param.numel(), int(mask.sum()), len(copies), layout, param.element_size())[1]
         for i, tensor in enumerate(copies):
             out[f"{name}/{i}"] = tensor.detach().clone() if encoding == "dense" else tensor.detach()[mask].clone()
-        if encoding == "coo":
-            out[f"{name}/index"] = mask.flatten().nonzero().flatten().to(torch.int32)
-        elif encoding == "bitmap":
-            out[f"{name}/index"] = pack_bits(mask)
+        if encoding in (_layout.COO, _layout.BITMAP):
+            out[f"{name}/index"] = torch.from_numpy(_layout.make_index(mask.numpy(), encoding))
         for key, value in scalars.items():
             out[f"{name}/{key}"] = value.detach().clone()
     return out

@@ -8,10 +8,12 @@ silently never reach its target. A schedule is a small object with one job, ``de
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import get_args
 
+from fogsim.core.config import ScheduleShape
 from fogsim.errors import FogsimError
 
-SCHEDULES = ("cubic", "linear", "oneshot")
+SCHEDULES = get_args(ScheduleShape)
 
 
 @dataclass(frozen=True)

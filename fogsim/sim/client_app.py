@@ -17,7 +17,7 @@ Thin glue around the DynHP core. Each training message names a device and carrie
    and reports examples, loss, density, (in the last round) its own model's test accuracy, peak
    memory, batch sizes, bytes and simulated time, and sends its new state back.
 
-A device that fails this round (``fog.fails``) answers with an error; the server keeps its old state.
+A device that fails this round (``draws.fails``) answers with an error; the server keeps its old state.
 The fleet description (``FleetSpec``) reaches each worker process once, through Ray's object
 store (``shared.SharedSpec``); messages carry only what differs per device.
 """
@@ -36,10 +36,11 @@ from flwr.clientapp import ClientApp
 from fogsim.core import DeviceTrainer
 from fogsim.data import Dataset, load_dataset
 from fogsim.models import build_model
-from fogsim.sim import fog
+from fogsim.sim import cost, draws
 from fogsim.sim.device_state import DeviceState, pack_masks, read_state, state_records, unpack_masks
 from fogsim.sim.fleet import Fleet
 from fogsim.sim.partition import Partitions
+from fogsim.sim.reports import DeviceReport
 from fogsim.sim.scenario import Scenario
 from strategies import (UPLOAD_ENCODING_KEY, dense_masked_state, encoded_nbytes, pack_masked_state,
                         unpack_masked_state)
@@ -90,8 +91,8 @@ def train_device(spec: FleetSpec, msg: Message) -> Message:
     device_id, state = read_state(msg.content)
     device = spec.fleet[device_id]
     round_ = int(msg.content["config"]["server-round"])
-    if fog.fails(device.profile.failure_rate, scenario.seed, round_, device_id):
-        return Message(Error(code=fog.FAILED, reason=f"device {device_id} dropped out mid-round {round_}"), reply_to=msg)
+    if draws.fails(device.profile.failure_rate, scenario.seed, round_, device_id):
+        return Message(Error(code=draws.FAILED, reason=f"device {device_id} dropped out mid-round {round_}"), reply_to=msg)
 
     data = dataset_of(scenario)
     rows = torch.from_numpy(spec.partitions[device_id])
@@ -105,14 +106,14 @@ def train_device(spec: FleetSpec, msg: Message) -> Message:
                             horizon=scenario.rounds * per_round, budget=device.profile.memory_budget,
                             device=device.label)
     _restore(trainer, state, progress=(round_ - 1) * per_round)
-    flops_before = fog.forward_flops(trainer.topology, trainer.masks)
-    steps = trainer.train(x, y, per_round, generator=fog.generator(scenario.seed, round_, device_id))
+    flops_before = cost.forward_flops(trainer.topology, trainer.masks)
+    steps = trainer.train(x, y, per_round, generator=draws.generator(scenario.seed, round_, device_id))
     accuracy = float("nan")
     if round_ == scenario.rounds:
         trainer.finish()
         limit = scenario.evaluation.test_samples
         accuracy, _ = trainer.evaluate(data.test_x[:limit], data.test_y[:limit])  # what this tier ends with
-    flops = fog.training_flops((flops_before + fog.forward_flops(trainer.topology, trainer.masks)) / 2, per_round)
+    flops = cost.training_flops((flops_before + cost.forward_flops(trainer.topology, trainer.masks)) / 2, per_round)
     weights = {k: v.detach().numpy() for k, v in model.state_dict().items()}
     masks = {name: (trainer.masks.masks[name] if trainer.masks is not None else torch.ones_like(model.get_parameter(name),
              dtype=torch.bool)).numpy() for name in trainer.topology.prunable}
@@ -120,23 +121,20 @@ def train_device(spec: FleetSpec, msg: Message) -> Message:
     upload = pack_masked_state(weights, masks) if packed else dense_masked_state(weights, masks)
     download_bytes = encoded_nbytes(received)
     upload_bytes = encoded_nbytes(upload)
-    metrics = MetricRecord({
-        "num-examples": len(x),
-        UNIFORM_WEIGHT_KEY: 1,
-        "device-id": device_id,
-        "train-loss": float(np.mean([s["loss"] for s in steps])),
-        "density": float(trainer.density),
-        "budget-bytes": int(trainer.budget),
-        "peak-memory-bytes": int(max(s["memory_bytes"] for s in steps)),
-        "batch-size-min": int(min(s["batch_size"] for s in steps)),
-        "batch-size-max": int(max(s["batch_size"] for s in steps)),
-        "progress": int(trainer.progress),
-        "accuracy": accuracy,
-        "download-bytes": download_bytes,
-        "upload-bytes": upload_bytes,
-        "compute-s": flops / device.profile.flops,
-        "sim-time-s": fog.device_seconds(device.profile, flops, download_bytes, upload_bytes),
-    })
+    report = DeviceReport(
+        peak_memory_bytes=int(max(s["memory_bytes"] for s in steps)),
+        batch_size_min=int(min(s["batch_size"] for s in steps)),
+        batch_size_max=int(max(s["batch_size"] for s in steps)),
+        density=float(trainer.density),
+        num_examples=len(x),
+        train_loss=float(np.mean([s["loss"] for s in steps])),
+        accuracy=accuracy,
+        progress=int(trainer.progress),
+        upload_bytes=upload_bytes,
+        download_bytes=download_bytes,
+        compute_s=flops / device.profile.flops,
+        sim_time_s=cost.device_seconds(device.profile, flops, download_bytes, upload_bytes))
+    metrics = MetricRecord({**report.to_metrics(), UNIFORM_WEIGHT_KEY: 1})
     content = RecordDict({"arrays": ArrayRecord({k: Array(np.asarray(v)) for k, v in upload.items()}),
                           "metrics": metrics, **state_records(None, _state(trainer))})
     return Message(content, reply_to=msg)

@@ -19,7 +19,8 @@ import pandas as pd
 
 from fogsim.errors import FogsimError
 from fogsim.rundir import claim
-from fogsim.sim.yamlfile import read_text, read_yaml
+from fogsim.sim.reports import CLIENT_COLUMNS, ROUND_COLUMNS
+from fogsim.sim.safe_yaml import read_text, read_yaml
 from fogsim.units import format_bytes
 
 # Columns of comparison.csv, in order; the README's "Comparing runs" explains each.
@@ -29,8 +30,6 @@ PROFILE_FIELDS = ["profile", "devices", "budget_bytes", "peak_memory_bytes", "fi
 COLUMNS = RUN_FIELDS + PROFILE_FIELDS
 FILES = ["comparison.csv", "comparison.md", "accuracy.png", "memory_batch.png", "accuracy_vs_upload.png"]
 
-ROUND_NEEDS = ["round", "accuracy", "global_density", "upload_bytes", "download_bytes", "sim_time_s"]
-CLIENT_NEEDS = ["round", "client_id", "profile", "budget_bytes", "peak_memory_bytes", "batch_size_max", "failed"]
 
 
 @dataclass
@@ -83,8 +82,8 @@ def load_run(path: Path) -> Run:
                           "by fogsim run?") from None
     if not isinstance(scenario, dict) or not isinstance(summary, dict):
         raise FogsimError(f"{path}: scenario.yaml or summary.json is not a mapping; was it written by fogsim run?")
-    rounds = _read_csv(path / "rounds.csv", ROUND_NEEDS).sort_values("round", kind="stable")
-    clients = _read_csv(path / "clients.csv", CLIENT_NEEDS)
+    rounds = _read_csv(path / "rounds.csv", ROUND_COLUMNS).sort_values("round", kind="stable")
+    clients = _read_csv(path / "clients.csv", CLIENT_COLUMNS)
     return Run(path=path, scenario=scenario, rounds=rounds.reset_index(drop=True), clients=clients, summary=summary)
 
 
@@ -213,8 +212,9 @@ def rich_table(frame: pd.DataFrame):
     table = Table(title=f"comparison of {frame['run'].nunique()} runs (a profile with empty cells: the run has "
                         "no such devices)")
     for column in CONSOLE_HEADERS:
-        text = column in ("run", "strategy", "profile")
-        table.add_column(column, justify="left" if text else "right", overflow="fold", no_wrap=not text)
+        text = column in ("strategy", "profile")  # may fold; a run's name never does, so it can be searched for
+        table.add_column(column, justify="left" if text or column == "run" else "right", overflow="fold",
+                         no_wrap=not text)
     rows = table_rows(frame)
     for i, row in enumerate(rows):
         last_of_run = i + 1 == len(rows) or rows[i + 1][0] != ""
@@ -237,73 +237,13 @@ def markdown(frame: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def plot_comparison(runs: list[Run], frame: pd.DataFrame, out: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    mib = 1024 * 1024
-    fig, ax = plt.subplots(figsize=(7, 4.5), constrained_layout=True)
-    for run in runs:
-        ax.plot(run.rounds["round"], run.rounds["accuracy"], marker="o", ms=3, label=run.name)
-    ax.set_xlabel("round")
-    ax.set_ylabel("test accuracy of the global model")
-    ax.legend(fontsize="small")
-    fig.savefig(out / "accuracy.png", dpi=110)
-    plt.close(fig)
-
-    fig, ax = plt.subplots(figsize=(7, 4.5), constrained_layout=True)
-    for run in runs:
-        ax.plot(run.rounds["upload_bytes"].cumsum() / mib, run.rounds["accuracy"], marker="o", ms=3, label=run.name)
-    ax.set_xlabel("uploaded so far, all devices (MiB)")
-    ax.set_ylabel("test accuracy of the global model")
-    ax.legend(fontsize="small")
-    fig.savefig(out / "accuracy_vs_upload.png", dpi=110)
-    plt.close(fig)
-
-    profiles = [p for p in dict.fromkeys(frame["profile"]) if p is not None and not pd.isna(p)]
-    names = [run.name for run in runs]
-    x = np.arange(max(len(profiles), 1))
-    width = 0.8 / max(len(names), 1)
-    fig, axes = plt.subplots(2, 1, figsize=(max(7, 1.6 * len(profiles) + 3), 7), sharex=True,
-                             constrained_layout=True)
-    peaks = frame["peak_memory_bytes"].dropna().astype(float) / mib
-    top = 4 * peaks.max() if len(peaks) else None  # a budget far above every peak would flatten the bars
-    labelled_above = False
-    for i, name in enumerate(names):
-        rows = frame[frame["run"] == name].set_index("profile").reindex(profiles)
-        offset = x[:len(profiles)] - 0.4 + width * (i + 0.5)
-        peak = rows["peak_memory_bytes"].astype(float) / mib
-        budget = rows["budget_bytes"].astype(float) / mib
-        axes[0].bar(offset, peak, width, color=f"C{i}", label=name)
-        inside = budget <= top if top else budget == budget
-        axes[0].scatter(offset[inside.to_numpy()], budget[inside], marker="_", s=200, color="black",
-                        label="budget" if i == 0 else None, zorder=3)
-        if top and (~inside & budget.notna()).any():
-            above = (~inside & budget.notna()).to_numpy()
-            axes[0].scatter(offset[above], [top / 1.3] * int(above.sum()), marker="^", color="black",
-                            label=None if labelled_above else "budget above the axis", zorder=3)
-            labelled_above = True
-        axes[1].bar(offset, rows["final_batch_size"].astype(float), width, color=f"C{i}", label=name)
-    axes[0].set_ylabel("peak training memory (MiB)")
-    axes[0].set_yscale("log")
-    if top:
-        axes[0].set_ylim(peaks.min() / 2, top)
-    axes[0].legend(fontsize="small")
-    axes[1].set_ylabel("final batch size")
-    axes[1].set_xticks(x[:len(profiles)], profiles)
-    axes[1].set_xlabel("device profile (no bar: the run has no such devices, or none trained)")
-    fig.savefig(out / "memory_batch.png", dpi=110)
-    plt.close(fig)
-
-
 def write_comparison(runs: list[Run], out: Path) -> pd.DataFrame:
     """Write comparison.csv, comparison.md and the three plots into the existing directory ``out``."""
     frame = comparison_frame(runs)
     frame.to_csv(out / "comparison.csv", index=False)
     (out / "comparison.md").write_text(markdown(frame))
+    from fogsim.plots import plot_comparison  # matplotlib only when plots are drawn
+
     plot_comparison(runs, frame, out)
     return frame
 

@@ -20,11 +20,10 @@ import numpy as np
 from pydantic import ValidationError
 
 from fogsim.core import Plan, TrainConfig, Topology, plan
-from fogsim.errors import FogsimError
+from fogsim.errors import FogsimError, describe
 from fogsim.models import build_model
 from fogsim.sim.profiles import Profile, load_profiles
 from fogsim.sim.scenario import Scenario
-from fogsim.sim.yamlfile import describe
 
 # ``auto`` asks the core for the one-shot density at this compression: the densest that fits.
 AUTO_CEILING = 1000.0

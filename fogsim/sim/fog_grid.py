@@ -6,7 +6,7 @@ device, because a training message names its device and carries the device's sta
 costs depends on the devices sampled in it, not on how many exist.
 
 A strategy uses a ``FogGrid`` like any Grid. ``get_node_ids`` answers the round's sampled
-device ids (``fog.participants``); the strategy addresses its messages to them, and
+device ids (``draws.participants``); the strategy addresses its messages to them, and
 ``send_and_receive`` hands the i-th device's message, with the device's state added, to worker
 node ``i mod nodes``. Replies come back with the device's new state, which the grid keeps and
 takes out of the reply, so the strategy sees Flower's own records only. The training replies
@@ -36,7 +36,7 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
 from flwr.common import MessageType
 
-from fogsim.sim import fog
+from fogsim.sim import draws
 from fogsim.sim.device_state import DeviceStates, pop_state, state_records, unpack_masks
 from strategies import encoded_nbytes, pack_masked_state
 
@@ -99,7 +99,7 @@ class FogGrid:
 
     def start_round(self, round_: int) -> None:
         self.round = round_
-        self.available, self.sampled = fog.participants(self.availability, self.fraction, self.seed, round_)
+        self.available, self.sampled = draws.participants(self.availability, self.fraction, self.seed, round_)
         self.replies = []
 
     def get_node_ids(self) -> list[int]:
@@ -123,7 +123,7 @@ class FogGrid:
                          key=lambda pair: pair[0])
         for device, reply in replies:
             if reply.has_error():
-                if reply.error.code != fog.FAILED:
+                if reply.error.code != draws.FAILED:
                     raise RuntimeError(f"device {device} crashed in round {self.round}: {reply.error.reason}")
                 continue  # a device that dropped out keeps the state it had
             self.states.put(device, pop_state(reply.content))

@@ -33,21 +33,8 @@ import threading
 from pathlib import Path
 
 from fogsim.errors import FogsimError
+from fogsim.sim.reports import CLIENT_COLUMNS, INT_COLUMNS, ROUND_COLUMNS, TEXT_COLUMNS, TIER_COLUMNS
 
-ROUND_COLUMNS = ["round", "accuracy", "loss", "device_accuracy", "density", "global_density", "upload_bytes", "download_bytes",
-                 "sim_time_s", "wall_time_s", "clients_available", "clients_sampled", "clients_ok",
-                 "clients_failed"]
-CLIENT_COLUMNS = ["round", "client_id", "profile", "budget_bytes", "peak_memory_bytes", "batch_size_min",
-                  "batch_size_max", "density", "num_examples", "train_loss", "accuracy", "progress", "upload_bytes",
-                  "download_bytes", "compute_s", "sim_time_s", "failed"]
-TIER_COLUMNS = ["profile", "devices", "devices_with_mask", "masks_evaluated", "devices_evaluated", "accuracy", "loss",
-                "density"]
-WALL_COLUMNS = ["wall_time_s"]  # the only columns that differ between two runs of one seed
-TEXT_COLUMNS = {"profile"}
-INT_COLUMNS = {"round", "client_id", "budget_bytes", "peak_memory_bytes", "batch_size_min", "batch_size_max",
-               "num_examples", "progress", "upload_bytes", "download_bytes", "clients_available", "clients_sampled",
-               "clients_ok", "clients_failed", "failed", "devices", "devices_with_mask", "masks_evaluated",
-               "devices_evaluated"}
 TIERS_FILE = "tiers.csv"
 
 

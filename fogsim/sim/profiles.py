@@ -21,8 +21,8 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from fogsim.errors import FogsimError, brief, shown
-from fogsim.sim.yamlfile import describe, read_yaml
+from fogsim.errors import FogsimError, brief, describe, shown
+from fogsim.sim.safe_yaml import read_yaml
 from fogsim.units import size_field
 
 BUILTIN_DIR = Path(__file__).resolve().parent.parent / "profiles"

@@ -21,7 +21,7 @@ import numpy as np
 from fogsim.data import Dataset, load_dataset
 from fogsim.errors import FogsimError
 from fogsim.rundir import Claim
-from fogsim.sim import checkpoint, fog
+from fogsim.sim import checkpoint, draws
 from fogsim.sim.client_app import FleetSpec, make_client_app
 from fogsim.sim.cluster import init_args, resolve_address, start_ray, stop_ray
 from fogsim.sim.device_state import DeviceStates
@@ -29,6 +29,7 @@ from fogsim.sim.fleet import Fleet, build_fleet
 from fogsim.sim.outputs import RunFiles, read_run, read_tiers, summarize
 from fogsim.sim.partition import partition_indices
 from fogsim.sim.scenario import MAX_NODES, Scenario, load_scenario, resolved_yaml
+from fogsim.telemetry import telemetry_off
 
 
 @dataclass
@@ -105,16 +106,13 @@ def backend_config(scenario: Scenario, verbose: bool = False) -> dict:
 def nodes_for(scenario: Scenario, devices: int) -> int:
     """Flower nodes to start: ``simulation.nodes``, or one per device a round can sample (at most
     ``MAX_NODES``: beyond it devices share nodes, which changes nothing in the results)."""
-    return scenario.simulation.nodes or min(fog.most_sampled(devices, scenario.fraction), MAX_NODES)
+    return scenario.simulation.nodes or min(draws.most_sampled(devices, scenario.fraction), MAX_NODES)
 
 
 def quiet_flower(verbose: bool = False) -> None:
-    """No telemetry (no machine fogsim runs on may phone home); Flower's own log only when ``verbose``."""
-    os.environ["FLWR_TELEMETRY_ENABLED"] = "0"
+    """No telemetry (``fogsim.telemetry``); Flower's own log only when ``verbose``."""
+    telemetry_off()
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
-    from flwr.supercore import telemetry
-
-    telemetry.FLWR_TELEMETRY_ENABLED = "0"
     logging.getLogger("flwr").setLevel(logging.INFO if verbose else logging.ERROR)
 
 
@@ -132,7 +130,7 @@ def run(prepared: Prepared, out: Path, on_round: Callable[[dict], None] | None =
     from flwr.app import Array, ArrayRecord
     from flwr.simulation import run_simulation
 
-    from fogsim.sim.plots import plot_run
+    from fogsim.plots import plot_run
     from fogsim.sim.server_app import ServerJob, make_server_app
     from fogsim.sim.shared import SharedSpec
 
@@ -176,7 +174,7 @@ def run(prepared: Prepared, out: Path, on_round: Callable[[dict], None] | None =
         summary = summarize(scenario.name, rounds, clients, prepared.fleet, time.perf_counter() - start,
                             read_tiers(out))
         job.files.write_summary(summary)
-        plot_run(out)
+        plot_run(out, scenario.name)
     except BaseException:
         held.release(False, keep=resume or _finished(out) > 0)
         raise

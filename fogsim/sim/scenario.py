@@ -17,14 +17,14 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from fogsim.core.config import MAX_BATCH, MAX_COMPRESSION, MAX_EPOCHS, MAX_LR, MAX_SEED, TrainConfig
-from fogsim.data import DATASETS
-from fogsim.errors import FogsimError, brief, shown
-from fogsim.models import MODELS
-from fogsim.sim.yamlfile import Refused, describe, key_path, parse_yaml, read_yaml, yaml_problem
+from fogsim.core.config import (MAX_BATCH, MAX_COMPRESSION, MAX_EPOCHS, MAX_LR, MAX_SEED, TrainingSettings,
+                                PruningSettings, TrainConfig)
+from fogsim.catalog import DATASETS, MODELS
+from fogsim.errors import FogsimError, brief, describe, key_path, shown
+from fogsim.sim.safe_yaml import Refused, parse_yaml, read_yaml, yaml_problem
 from fogsim.units import size_field
 
-_CORE = TrainConfig.model_fields
+_TRAINING = TrainingSettings.model_fields
 
 # Counts are bounded here, before the fleet, the split or any per-device array exists.
 MAX_DEVICES = 10_000_000     # devices in the whole fleet; a device costs nothing until it is sampled
@@ -102,28 +102,29 @@ class Data(_Section):
         return _path(root)
 
 
-class Training(_Section):
-    """Local training of every device in each round it takes part in."""
+class Training(TrainingSettings):
+    """Local training of every device in each round it takes part in (``core.config.TrainingSettings``).
+
+    Only ``epochs`` (per round, not in all) and the batch defaults differ from ``fogsim train``'s:
+    a federated device holds a small partition, so its base batch and its largest batch are smaller.
+    """
 
     epochs: float = Field(1.0, gt=0, le=MAX_ROUND_EPOCHS, description="local passes over the device's partition "
                           "per round")
-    optimizer: Literal["sgd", "momentum", "adam"] = Field("momentum", description=_CORE["optimizer"].description)
-    lr: float = Field(0.05, gt=0, le=MAX_LR, description=_CORE["lr"].description)
-    lr_rule: Literal["keep", "linear", "sqrt"] = Field("sqrt", description=_CORE["lr_rule"].description)
-    weight_decay: float = Field(0.0, ge=0, le=1, description="L2 penalty of the optimizer")
-    batch_size: int = Field(32, ge=1, le=MAX_BATCH, description=_CORE["batch_size"].description)
-    batch_min: int | None = Field(None, ge=1, le=MAX_BATCH, description=_CORE["batch_min"].description)
-    batch_max: int = Field(256, ge=1, le=MAX_BATCH, description=_CORE["batch_max"].description)
+    batch_size: int = Field(32, ge=1, le=MAX_BATCH, description=_TRAINING["batch_size"].description)
+    batch_max: int = Field(256, ge=1, le=MAX_BATCH, description=_TRAINING["batch_max"].description)
 
 
-class Pruning(_Section):
-    """DynHP (or a competitor) on every device."""
+class Pruning(PruningSettings):
+    """DynHP (or a competitor) on every device (``core.config.PruningSettings``).
 
-    method: Literal["dense", "gmp", "soft", "dynhp"] = Field("dynhp", description=_CORE["method"].description)
+    A federated run counts the pruning window in rounds, prunes once per round by default, and
+    may let each device's budget choose its target (``compression: auto``).
+    """
+
     compression: float | Literal["auto"] = Field(
         10.0, description="target compression 1/d* over all prunable tensors, >= 1; or auto: the densest "
         "model each device's budget allows at the minimum batch")
-    schedule: Literal["cubic", "linear", "oneshot"] = Field("cubic", description=_CORE["schedule"].description)
     prune_start: float = Field(0.0, ge=0, le=1, description="start of the pruning window, fraction of the rounds")
     prune_end: float = Field(0.6, ge=0, le=1, description="end of the pruning window (target reached), "
                              "fraction of the rounds")
@@ -132,10 +133,6 @@ class Pruning(_Section):
         "training.epochs, i.e. once per round, at its start, on the global weights the device received (under its "
         "own mask). Pruning on those shared weights keeps the masks of devices with equal targets equal; pruning in "
         "the middle of local training lets masks drift apart on non-IID data")
-    criterion: Literal["magnitude"] = Field("magnitude", description=_CORE["criterion"].description)
-    scope: Literal["global", "layer"] = Field("global", description=_CORE["scope"].description)
-    granularity: Literal["unstructured", "structured"] = Field(
-        "unstructured", description=_CORE["granularity"].description)
 
     @field_validator("compression", mode="before")
     @classmethod
@@ -363,7 +360,7 @@ def reference(model: type[BaseModel] = Scenario, prefix: str = "") -> list[tuple
     for name, field in model.model_fields.items():
         path = f"{prefix}{name}"
         annotation = field.annotation
-        if isinstance(annotation, type) and issubclass(annotation, _Section):
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
             rows.append((path, "", field.description or ""))
             rows += reference(annotation, f"{path}.")
             continue

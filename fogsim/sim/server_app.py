@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Callable
 
 import numpy as np
@@ -41,6 +41,7 @@ from fogsim.sim.client_app import UNIFORM_WEIGHT_KEY, FleetSpec
 from fogsim.sim.device_state import DeviceStates, pack_masks, unpack_masks
 from fogsim.sim.fog_grid import FogGrid
 from fogsim.sim.outputs import RunFiles
+from fogsim.sim.reports import EXAMPLES_KEY, ClientRow, DeviceReport, RoundRecord, TierRecord
 import strategies
 
 TIER_MASKS = 64  # distinct masks evaluated per profile at the end of a run, at most
@@ -58,33 +59,25 @@ def client_rows(spec: FleetSpec, grid: FogGrid) -> list[dict]:
     rows = []
     for device_id, reply in grid.replies:
         tier = spec.fleet.tier_of(device_id)
-        row = {"round": grid.round, "client_id": device_id, "profile": tier.profile_name,
-               "budget_bytes": tier.plan.budget_bytes, "failed": int(reply.has_error())}
-        if not reply.has_error():
-            m = reply.content["metrics"]
-            row.update(peak_memory_bytes=m["peak-memory-bytes"], batch_size_min=m["batch-size-min"],
-                       batch_size_max=m["batch-size-max"], density=m["density"], num_examples=m["num-examples"],
-                       train_loss=m["train-loss"], accuracy=m["accuracy"], progress=m["progress"], upload_bytes=m["upload-bytes"],
-                       download_bytes=m["download-bytes"], compute_s=m["compute-s"], sim_time_s=m["sim-time-s"])
-        rows.append(row)
+        report = None if reply.has_error() else DeviceReport.from_metrics(reply.content["metrics"])
+        rows.append(ClientRow(grid.round, device_id, tier.profile_name, tier.plan.budget_bytes, report).as_row())
     return rows
 
 
 def round_row(round_: int, evaluation: "Evaluation", clients: list[dict], grid: FogGrid, wall_time_s: float) -> dict:
     ok = [c for c in clients if not c["failed"]]
     examples = sum(c["num_examples"] for c in ok)
-    return {
-        "round": round_, "accuracy": evaluation.accuracy, "loss": evaluation.loss,
-        "device_accuracy": evaluation.device_accuracy,
-        "density": sum(c["density"] * c["num_examples"] for c in ok) / examples if examples else float("nan"),
-        "global_density": evaluation.global_density,
-        "upload_bytes": sum(c["upload_bytes"] for c in ok),
-        "download_bytes": sum(c["download_bytes"] for c in ok),
-        "sim_time_s": max((c["sim_time_s"] for c in ok), default=0.0),
-        "wall_time_s": wall_time_s,
-        "clients_available": len(grid.available), "clients_sampled": len(grid.sampled),
-        "clients_ok": len(ok), "clients_failed": len(clients) - len(ok),
-    }
+    return asdict(RoundRecord(
+        round=round_, accuracy=evaluation.accuracy, loss=evaluation.loss,
+        device_accuracy=evaluation.device_accuracy,
+        density=sum(c["density"] * c["num_examples"] for c in ok) / examples if examples else float("nan"),
+        global_density=evaluation.global_density,
+        upload_bytes=sum(c["upload_bytes"] for c in ok),
+        download_bytes=sum(c["download_bytes"] for c in ok),
+        sim_time_s=max((c["sim_time_s"] for c in ok), default=0.0),
+        wall_time_s=wall_time_s,
+        clients_available=len(grid.available), clients_sampled=len(grid.sampled),
+        clients_ok=len(ok), clients_failed=len(clients) - len(ok)))
 
 
 @dataclass(frozen=True)
@@ -149,7 +142,7 @@ class RoundEnd:
             bits = self.grid.states.get(device).mask
             masks = {n: torch.from_numpy(m) for n, m in unpack_masks(bits, self.shapes).items()} if bits is not None \
                 else {n: torch.ones(shape, dtype=torch.bool) for n, shape in self.shapes.items()}
-            out.append((int(reply.content["metrics"]["num-examples"]), self.key(masks), masks))
+            out.append((int(reply.content["metrics"][EXAMPLES_KEY]), self.key(masks), masks))
         return out
 
     def key(self, masks: dict[str, torch.Tensor]) -> bytes:
@@ -216,11 +209,8 @@ class RoundEnd:
         for index, name in enumerate(names):
             count = sum(t.count for t in fleet.tiers if t.profile_name == name)
             mine = mask_id[profile_of[tier_index] == name]
-            row = {"profile": name, "devices": count, "devices_with_mask": len(mine)}
             if not len(mine):
-                accuracy, loss, density = score(None)
-                rows.append({**row, "masks_evaluated": 0, "devices_evaluated": 0, "accuracy": accuracy, "loss": loss,
-                             "density": density})
+                rows.append(asdict(TierRecord(name, count, 0, 0, 0, *score(None))))
                 continue
             distinct, holders = np.unique(mine, return_counts=True)
             if len(distinct) > TIER_MASKS:
@@ -231,8 +221,8 @@ class RoundEnd:
                 distinct, holders = distinct[keep], holders[keep]
             figures = np.array([score(key_of[i]) for i in distinct])  # (accuracy, loss, density) per mask
             accuracy, loss, density = (holders @ figures / holders.sum()).tolist()
-            rows.append({**row, "masks_evaluated": len(distinct), "devices_evaluated": int(holders.sum()),
-                         "accuracy": accuracy, "loss": loss, "density": density})
+            rows.append(asdict(TierRecord(name, count, len(mine), len(distinct), int(holders.sum()),
+                                          accuracy, loss, density)))
         return rows
 
     def record(self, round_: int, evaluation: Evaluation) -> dict:
@@ -292,7 +282,7 @@ def serve(grid: Grid, job: ServerJob) -> None:
 
 def make_strategy(settings) -> strategies.Resumable:
     """The scenario's strategy (``strategy`` section) over the fog: every node the fog shows is trained."""
-    weight_key = "num-examples" if settings.weighting == "examples" else UNIFORM_WEIGHT_KEY
+    weight_key = EXAMPLES_KEY if settings.weighting == "examples" else UNIFORM_WEIGHT_KEY
     return strategies.build(
         settings.name, rule=settings.rule, quorum=settings.quorum, server_lr=settings.server_lr,
         server_momentum=settings.server_momentum, beta_1=settings.beta_1, beta_2=settings.beta_2, tau=settings.tau,

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import ValidationError
 
 from fogsim.errors import FogsimError, brief, shown
 from fogsim.units import format_bytes
@@ -183,35 +182,3 @@ def read_yaml(path: Path, what: str) -> Any:
         return parse_yaml(text)
     except yaml.YAMLError as error:
         raise FogsimError(f"{path}: {yaml_problem(error, text)}") from None
-
-
-def key_path(loc: tuple, prefix: str = "") -> str:
-    """``("fleet", 2, "profile")`` -> ``fleet[2].profile``; a long key is cut (see ``errors.shown``)."""
-    path = prefix
-    for part in loc:
-        if isinstance(part, int) and not isinstance(part, bool):
-            path += f"[{part}]"
-        else:
-            name = brief(part) if isinstance(part, str) else shown(part)
-            path += f".{name}" if path else name
-    return path
-
-
-def describe(error: ValidationError, prefix: str = "") -> str:
-    """The first problem pydantic found, as ``key.path: what is wrong``, quoting at most a short scalar."""
-    first = error.errors()[0]
-    loc = tuple(p for p in first["loc"] if not (isinstance(p, str) and p.startswith("function-")))
-    if first["type"] == "invalid_key" or loc[-1:] == ("[key]",):  # a key that is a number, a date, null...
-        path = key_path(loc[:-2] if loc[-1:] == ("[key]",) else loc[:-1], prefix)
-        message = f"key {shown(first['input'])} is not a name; keys are text"
-        return f"{path}: {message}" if path else message
-    path = key_path(loc, prefix)
-    message = first["msg"].removeprefix("Value error, ")
-    if first["type"] == "extra_forbidden":
-        message = "unknown key"
-    elif first["type"] == "missing":
-        message = "required key is missing"
-    elif (not first["type"].startswith("value_error") and not isinstance(first.get("input"), (dict, list))
-          and "got " not in message):
-        message = f"{message}, got {shown(first['input'])}"
-    return f"{path}: {message}" if path else message

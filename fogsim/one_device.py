@@ -25,9 +25,10 @@ from fogsim.core.config import TrainConfig
 from fogsim.core.topology import Topology
 from fogsim.core.trainer import DeviceTrainer
 from fogsim.core.trainer import plan as make_plan
-from fogsim.data import DATASETS, Dataset, load_dataset
+from fogsim.catalog import DATASETS, MODELS
+from fogsim.data import Dataset, load_dataset
 from fogsim.errors import FogsimError
-from fogsim.models import MODELS, build_model
+from fogsim.models import build_model
 from fogsim.rundir import check_free, claim
 from fogsim.units import parse_bytes
 

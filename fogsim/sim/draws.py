@@ -1,7 +1,7 @@
-"""The simulated fog: who is available, who fails, and how long a round takes.
+"""Every random draw of a round: who is available, who is sampled, who fails, each device's data order.
 
-Everything random here is drawn from generators seeded by (scenario seed, round, device), so
-the same scenario gives the same rounds, whatever order Ray runs the clients in.
+Everything is drawn from generators seeded by (scenario seed, round, device), so the same scenario
+gives the same rounds, whatever order Ray runs the clients in and however many nodes it has.
 
 * **Availability**: each round, each device is available with its profile's ``availability``;
   the round samples ``fraction`` of the available devices (at least one, if any is available).
@@ -11,17 +11,12 @@ the same scenario gives the same rounds, whatever order Ray runs the clients in.
 * **Failures**: a sampled device fails with its profile's ``failure_rate``; it drops out
   mid-round, its update never reaches the server, and the round goes on with the rest. The
   device keeps its mask and schedule position from before the round (the work is lost).
-* **Simulated time** of a device: its training FLOPs / ``flops`` plus the bytes it downloads
-  and uploads over ``downlink`` / ``uplink``. The slowest device that finished sets the round;
-  a device that dropped out is not waited for.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import torch
-
-from fogsim.core import MaskSet, Topology
 
 FAILED = 9001  # Error code of a device that dropped out mid-round (Flower's own codes are 0-8)
 
@@ -56,36 +51,6 @@ def most_sampled(devices: int, fraction: float) -> int:
 def fails(failure_rate: float, seed: int, round_: int, device: int) -> bool:
     """Whether ``device`` drops out in ``round_``."""
     return bool(_rng(seed, round_, FAILURE, device).random() < failure_rate)
-
-
-def forward_flops(topology: Topology, masks: MaskSet | None) -> int:
-    """FLOPs of one forward pass of one sample, counting only kept weights (a sparse kernel's cost).
-
-    A kept weight of a Linear layer is one multiply-add (2 FLOPs) per sample; of a Conv layer,
-    one per output position.
-    """
-    total = 0
-    for layer in topology.layers:
-        _, _, out = topology.steps[layer.index]
-        positions = out.numel // layer.units
-        kept = int(masks.masks[layer.weight].sum()) if masks is not None else layer.numel
-        total += 2 * kept * positions
-    return total
-
-
-def training_flops(forward: float, samples: int) -> float:
-    """Forward plus backward (about twice the forward) for ``samples`` samples."""
-    return 3.0 * forward * samples
-
-
-def transfer_seconds(nbytes: int, bits_per_second: float) -> float:
-    return 8.0 * nbytes / bits_per_second
-
-
-def device_seconds(profile, flops: float, download_bytes: int, upload_bytes: int) -> float:
-    """Simulated time of one device's round: download, compute, upload."""
-    return (transfer_seconds(download_bytes, profile.downlink) + flops / profile.flops
-            + transfer_seconds(upload_bytes, profile.uplink))
 
 
 def seed_for(seed: int, round_: int, device: int) -> int:

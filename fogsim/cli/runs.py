@@ -1,0 +1,71 @@
+"""``fogsim compare`` and ``fogsim sweep``: several runs side by side."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from fogsim.cli.console import progress_bar, round_status, stderr_console, stdout_console
+from fogsim.cli.simulation import SCENARIO, SET, VERBOSE
+
+
+def compare(runs: Optional[list[Path]] = typer.Argument(None, help="run directories written by fogsim run"),
+            out: Optional[Path] = typer.Option(None, help="where to write the comparison (default: "
+                                               "runs/compare-<time>)")) -> None:
+    """Compare finished runs: a table, comparison.csv / .md and overlaid plots of accuracy, memory, batch, upload."""
+    from fogsim.rundir import default_run_dir
+    from fogsim.sim.compare import compare as compare_runs, rich_table
+
+    out = out or default_run_dir("compare")
+    frame = compare_runs(runs or [], out)
+    stdout_console().print(rich_table(frame))
+    stdout_console().print(f"comparison written to {out}")
+
+
+def sweep(scenario: Path = SCENARIO,
+          key: str = typer.Option(..., help="the scenario key to vary, e.g. pruning.compression, strategy.name or "
+                                  "fleet[0].overrides.memory_budget"),
+          values: str = typer.Option(..., help="comma-separated values of --key, each read as YAML like --set, "
+                                     "e.g. 256KiB,512KiB,1MiB"),
+          out: Optional[Path] = typer.Option(None, help="sweep directory: one run directory per value and the "
+                                             "comparison (default: runs/sweep-<name>-<time>)"),
+          sets: Optional[list[str]] = SET,
+          quiet: bool = typer.Option(False, "--quiet", help="no progress display"),
+          verbose: bool = VERBOSE) -> None:
+    """Run a scenario once per value of one key, then compare the runs (fogsim compare's table, CSV and plots)."""
+    from fogsim.rundir import check_free, default_run_dir
+    from fogsim.sim.compare import rich_table
+    from fogsim.sim.sweep import plan, split_values, sweep as run_sweep
+
+    if out is not None:
+        check_free(out, "sweep")
+    points = plan(scenario, key, split_values(values), sets or [])
+    out = out or default_run_dir(f"sweep-{points[0].prepared.scenario.name}")
+    if quiet:
+        frame = run_sweep(points, out, key, verbose=verbose)
+    else:
+        err = stderr_console()
+        with progress_bar(err) as bar:
+            runs = bar.add_task("runs  ", total=len(points), status="")
+            rounds = bar.add_task("rounds", total=points[0].prepared.scenario.rounds, status="starting Ray ...")
+
+            def on_start(index: int, point) -> None:
+                bar.update(runs, completed=index, status=point.name)
+                bar.reset(rounds, total=point.prepared.scenario.rounds, status="starting Ray ...")
+
+            def on_round(row: dict) -> None:
+                bar.update(rounds, completed=row["round"], status=round_status(row))
+
+            def on_client(round_: int, done: int, total: int) -> None:
+                bar.update(rounds, status=f"round {round_}: clients {done}/{total} ...")
+            frame = run_sweep(points, out, key, on_start, on_round, verbose, on_client)
+            bar.update(runs, completed=len(points), status="comparing")
+    stdout_console().print(rich_table(frame))
+    stdout_console().print(f"sweep directory: {out}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("compare")(compare)
+    app.command("sweep")(sweep)

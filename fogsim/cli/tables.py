@@ -1,0 +1,99 @@
+"""The tables the commands print: a fleet's plan, a run's summary per profile, a training run's summary."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.table import Table
+
+from fogsim.cli.console import stdout_console
+from fogsim.units import format_bytes
+
+
+def bits(rate: float) -> str:
+    for unit, scale in (("Gbit/s", 1e9), ("Mbit/s", 1e6), ("kbit/s", 1e3)):
+        if rate >= scale:
+            return f"{rate / scale:.3g} {unit}"
+    return f"{rate:.3g} bit/s"
+
+
+def flops(rate: float) -> str:
+    for unit, scale in (("GFLOP/s", 1e9), ("MFLOP/s", 1e6)):
+        if rate >= scale:
+            return f"{rate / scale:.3g} {unit}"
+    return f"{rate:.3g} FLOP/s"
+
+
+def strategy_label(strategy) -> str:
+    """``masked-fedavg (delta)``: the strategy, and the rule where it has one."""
+    return f"{strategy.name} ({strategy.rule})" if strategy.name.startswith("masked-") else strategy.name
+
+
+def plan_table(prepared) -> Table:
+    """One row per fleet entry: what its devices may use and what their training needs."""
+    scenario = prepared.scenario
+    table = Table(title=f"{scenario.name}: {len(prepared.fleet)} devices, {scenario.pruning.method} on "
+                        f"{scenario.model} / {scenario.data.name} ({scenario.data.partition.kind}), "
+                        f"{strategy_label(scenario.strategy)}, {scenario.rounds} rounds")
+    for column in ("fleet entry", "devices", "budget", "dense needs", "target needs", "start density",
+                   "target compression", "batch", "samples / device"):
+        table.add_column(column, justify="left" if column == "fleet entry" else "right")
+    sizes = prepared.spec.partitions.sizes()
+    for tier in prepared.fleet.tiers:
+        plan = tier.plan
+        low, high = int(sizes[tier.ids].min()), int(sizes[tier.ids].max())
+        start = f"{plan.start_density:.3f} (one-shot)" if plan.one_shot else "1"
+        table.add_row(f"fleet[{tier.entry}] {tier.profile_name}", str(tier.count), format_bytes(plan.budget_bytes),
+                      format_bytes(plan.dense_bytes), format_bytes(plan.target_bytes), start,
+                      f"{1 / plan.target_density:.3g}x", f"{plan.batch_min}..{plan.batch_max}",
+                      f"{low}..{high}" if low != high else str(low))
+    return table
+
+
+def _accuracy(value) -> str:
+    return "-" if value is None or value != value else f"{value:.4f}"  # None, or NaN (value != value)
+
+
+def summary_table(summary: dict) -> Table:
+    """Per profile: what its devices cost, and ``accuracy``, the final global model under each device's
+    last known mask (the server's, always there); ``local accuracy``, the devices' own models after
+    their last local training, only when some trained in the last round."""
+    table = Table(title=f"{summary['scenario']}: accuracy {summary['accuracy']:.4f} after {summary['rounds']} rounds, "
+                        f"simulated {summary['sim_time_s']:.1f} s, wall {summary['wall_time_s']:.1f} s")
+    for column in ("profile", "devices", "budget", "peak memory", "batch", "compression", "accuracy", "local accuracy",
+                   "rounds ok / failed", "uploaded", "downloaded", "simulated time"):
+        table.add_column(column, justify="left" if column == "profile" else "right")
+    for name, tier in summary["profiles"].items():
+        trained = "peak_memory_bytes" in tier
+        table.add_row(
+            name, str(tier["devices"]), format_bytes(tier["budget_bytes"]),
+            format_bytes(tier["peak_memory_bytes"]) if trained else "-",
+            f"{tier['batch_size_min']}..{tier['batch_size_max']}" if trained else "-",
+            f"{tier['final_compression']:.3g}x" if trained else "-",
+            _accuracy(tier.get("accuracy")), _accuracy(tier.get("local_accuracy")),
+            f"{tier['rounds_trained']} / {tier['rounds_failed']}",
+            format_bytes(tier["upload_bytes"]) if trained else "-",
+            format_bytes(tier["download_bytes"]) if trained else "-",
+            f"{tier['sim_time_s']:.2f} s" if trained else "-")
+    return table
+
+
+def print_training_summary(summary: dict, out: Path) -> None:
+    table = Table(title=f"{summary['method']} — {summary['model']} on {summary['dataset']}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    rows = [
+        ("test accuracy", f"{summary['test_accuracy']:.4f}"),
+        ("density", f"{summary['density']:.4f}"),
+        ("compression", f"{summary['compression']:.2f}x"),
+        ("peak training memory", format_bytes(summary["peak_memory_bytes"])),
+        ("budget", format_bytes(summary["budget_bytes"])),
+        ("mean model state S(d)", format_bytes(summary["mean_state_bytes"])),
+        ("batch size (final / max)", f"{summary['batch_size_final']} / {summary['batch_size_max']}"),
+        ("optimizer steps", str(summary["steps"])),
+        ("wall time", f"{summary['wall_time_s']:.1f} s"),
+    ]
+    for name, value in rows:
+        table.add_row(name, value)
+    stdout_console().print(table)
+    stdout_console().print(f"run directory: {out}")
