@@ -158,11 +158,13 @@ class Strategy(_Section):
         "masked-fedavg", description="masked-fedavg: pruned-mask-aware averaging by strategy.rule; masked-fedavgm / "
         "masked-fedadam: Flower's FedAvgM / FedAdam stepping on the pseudo-gradient of strategy.rule; fedavg, "
         "fedavgm, fedadam: Flower's own strategies, which average pruned zeros in")
+    # delta is the default because it measured best of the three (benchmarks/aggregation.py, README).
     rule: Literal["keepers", "delta", "consensus"] = Field(
-        "keepers", description="mask-aware rule of the masked-* strategies: keepers: each entry averaged over the "
-        "clients that kept it; delta: the previous global value plus the example-weighted mean update over all "
-        "clients, a client that pruned the entry adding a zero update; consensus: keepers' average where clients "
-        "holding at least strategy.quorum of the examples kept the entry, 0 elsewhere")
+        "delta", description="mask-aware rule of the masked-* strategies: delta: the previous global value plus the "
+        "example-weighted mean update over all clients, a client that pruned the entry adding a zero update; "
+        "keepers: each entry averaged over the clients that kept it (the pruned-mask-aware averaging of the DynHP "
+        "brief, the default before delta measured better); consensus: keepers' average where clients holding at "
+        "least strategy.quorum of the examples kept the entry, 0 elsewhere")
     quorum: float = Field(0.5, gt=0, le=1, description="share of the round's examples (or clients, with uniform "
                           "weighting) that must have kept an entry for consensus to keep it (rule consensus only)")
     weighting: Literal["examples", "uniform"] = Field(
