@@ -67,7 +67,9 @@ class MaskedFedAvg(Resumable, FedAvg):
     evaluate_metrics_aggr_fn : callable or None (default: None)
         The same for evaluation metrics.
     rule : str (default: "keepers")
-        The aggregation rule, a name of ``masked_average.RULES``.
+        The aggregation rule, a name of ``masked_average.RULES``. ``keepers`` is the brief's
+        pruned-mask-aware averaging; a scenario's ``strategy.rule`` defaults to ``delta``, which
+        measured better (the README's aggregation benchmark).
     quorum : float (default: 0.5)
         Share of the round's weight that must have kept an entry (rule ``consensus`` only).
     """
