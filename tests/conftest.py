@@ -1,8 +1,8 @@
 """Shared fixtures: small real models and data, and quiet, offline Flower."""
 
-import os
+from fogsim.telemetry import telemetry_off
 
-os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
+telemetry_off()  # before any test imports Flower
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
@@ -40,3 +40,19 @@ def flower_task_identity(monkeypatch):
     monkeypatch.setattr(TaskIdentity, "_run_id", 1)
     monkeypatch.setattr(TaskIdentity, "_node_id", 1)
     monkeypatch.setattr(TaskIdentity, "_task_id", 1)
+
+
+@pytest.fixture(scope="module")
+def benchmarks_on_path():
+    """``benchmarks/`` on ``sys.path`` for a test module that imports a benchmark script by name.
+
+    It stays there for the module's tests: Flower hands the driver's sys.path to the Ray workers,
+    which import the module to run a benchmark's own ClientApp.
+    """
+    import sys
+    from pathlib import Path
+
+    where = str(Path(__file__).resolve().parent.parent / "benchmarks")
+    sys.path.insert(0, where)
+    yield
+    sys.path.remove(where)

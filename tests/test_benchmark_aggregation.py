@@ -1,21 +1,14 @@
 """benchmarks/aggregation.py: every row is a valid scenario, and the table and verdict read the summaries right."""
 
-import sys
-from pathlib import Path
-
 import pytest
 
-BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 
 @pytest.fixture(scope="module")
-def aggregation():
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        import aggregation
-        yield aggregation
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+def aggregation(benchmarks_on_path):
+    import aggregation
+
+    return aggregation
 
 
 def test_every_row_fleet_and_size_is_a_valid_scenario(aggregation):

@@ -1,24 +1,15 @@
 """The bare-Flower side of benchmarks/flower_overhead.py runs and learns (digits, 2 devices, 1 round)."""
 
-import sys
-from pathlib import Path
-
 import pytest
 
 pytestmark = pytest.mark.slow
-BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 
 @pytest.fixture(scope="module")
-def flower_overhead():
-    # Imported by name from a directory on sys.path: Flower hands the driver's sys.path to the Ray
-    # workers, which then import the module to run the benchmark's ClientApp.
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        import flower_overhead
-        yield flower_overhead
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+def flower_overhead(benchmarks_on_path):
+    import flower_overhead
+
+    return flower_overhead
 
 
 def test_bare_flower_fedavg_trains_the_fleet(flower_overhead):
