@@ -45,7 +45,8 @@ def train_device(dataset: str = "digits", model: str = "mlp-small", budget: str 
 def run_scenario(scenario: str | Path, sets: Sequence[str] = (), out: str | Path | None = None, *,
                  on_round: Callable[[dict], None] | None = None, verbose: bool = False) -> dict:
     """Run the scenario file ``scenario`` (with ``sets`` such as ``"rounds=3"``) into ``out`` (default:
-    ``runs/<name>-<time>``) and return its summary; ``on_round`` sees every ``rounds.csv`` row."""
+    ``runs/<name>-<time>``) and return its summary, with ``run_dir`` added; ``on_round`` sees every
+    ``rounds.csv`` row."""
     from fogsim.rundir import free_run_dir
     from fogsim.sim.run import prepare, run
 

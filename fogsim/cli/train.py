@@ -23,13 +23,10 @@ def settings_options(model: type[BaseModel]) -> list[inspect.Parameter]:
     (with the default), its ``Literal`` values as the choices."""
     params = []
     for name, field in model.model_fields.items():
-        annotation, choices = field.annotation, None
-        if get_origin(annotation) is Literal:
-            annotation, choices = str, click.Choice(get_args(field.annotation))
+        literal = get_origin(field.annotation) is Literal
         shown_default = "" if field.default is None else f" (default: {field.default})"
-        option = typer.Option(field.default, f"--{name.replace('_', '-')}", help=f"{field.description}{shown_default}",
-                              show_default=False, click_type=choices)
-        params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=annotation))
+        params.append(_option(name, field.default, f"{field.description}{shown_default}",
+                              str if literal else field.annotation, get_args(field.annotation) if literal else None))
     return params
 
 
@@ -57,6 +54,7 @@ def train(dataset: str, model: str, budget: Optional[str], data_root: Optional[s
 
 
 def _option(name: str, default, help: str, annotation, choices=None) -> inspect.Parameter:
+    """A typer option ``--name`` as a keyword parameter; the default is in ``help``, not printed again."""
     return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=typer.Option(
         default, f"--{name.replace('_', '-')}", help=help, show_default=False,
         click_type=click.Choice(choices) if choices else None))
@@ -64,16 +62,15 @@ def _option(name: str, default, help: str, annotation, choices=None) -> inspect.
 
 def _train_command():
     """``train`` with its options: those of the run, then every setting of ``TrainConfig``."""
-    from fogsim.core.config import TrainConfig
     from fogsim.catalog import DATASETS, MODELS
+    from fogsim.core.config import TrainConfig
 
-    params = [
+    run_options = [
         _option("dataset", "digits", "the data (default: digits, scikit-learn's, embedded)", str, DATASETS),
         _option("model", "mlp-small", "the network: mlp is 784-300-100-10, lenet5 two conv + pool, mlp-small "
                 "64-32 for digits (default: mlp-small)", str, MODELS),
         _option("budget", None, "device memory budget: a size (512KiB, 1MiB, 2.5MB) or a percentage of what dense "
                 "training needs (25%) (default: 100%)", Optional[str]),
-        *settings_options(TrainConfig),
         _option("data_root", None, "directory of the dataset's files (or a torchvision root)", Optional[str]),
         _option("download", False, "let torchvision download the dataset into --data-root", bool),
         _option("out", None, "run directory, created or empty (default: runs/train-<dataset>-<method>-<time>)",
@@ -81,18 +78,15 @@ def _train_command():
         _option("overwrite", False, "replace a non-empty --out that an earlier fogsim train wrote", bool),
         _option("quiet", False, "no progress bar", bool),
     ]
+    params = [*run_options[:3], *settings_options(TrainConfig), *run_options[3:]]
 
     def command(**options) -> None:
-        fixed = {name: options.pop(name) for name in ("dataset", "model", "budget", "data_root", "download", "out",
-                                                       "overwrite", "quiet")}
-        train(**fixed, **options)
+        train(**{p.name: options.pop(p.name) for p in run_options}, **options)
 
     command.__doc__ = train.__doc__
     command.__signature__ = inspect.Signature(params)
     command.__annotations__ = {p.name: p.annotation for p in params}
     return command
-
-
 
 
 def _check_budget(budget: str | None) -> None:
