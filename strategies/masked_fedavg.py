@@ -18,7 +18,7 @@ from flwr.serverapp.strategy import FedAvg
 
 from .encoding import unpack_masked_state
 from .resumable import Resumable
-from .masked_average import RULES, kept_by_nobody, masked_average_arrays
+from .masked_average import RULES, masked_average_arrays
 
 UPLOAD_ENCODING_KEY = "upload-encoding"
 """Train-config key through which the server asks for packed uploads.
@@ -76,7 +76,7 @@ class MaskedFedAvg(Resumable, FedAvg):
 
     _current_arrays: ArrayRecord | None = None
     _rule_arrays: dict[str, np.ndarray] | None = None  # the rule's aggregate of the last round
-    _uncovered: dict[str, np.ndarray] | None = None  # per masked tensor, entries no client kept
+    _round_masks: list[dict[str, np.ndarray]] | None = None  # the last round's client masks
 
     def __init__(self, *, rule: str = "keepers", quorum: float = 0.5, **fedavg_options) -> None:
         super().__init__(**fedavg_options)
@@ -130,8 +130,7 @@ class MaskedFedAvg(Resumable, FedAvg):
             previous = {k: a.numpy() for k, a in self._current_arrays.items()}
             options = {"quorum": self.quorum} if self.rule == "consensus" else {}
             averaged = masked_average_arrays(states, masks, counts, previous, self.rule, **options)
-            self._uncovered = kept_by_nobody(masks, {k: v.shape for k, v in previous.items()})
-            self._rule_arrays = averaged
+            self._rule_arrays, self._round_masks = averaged, masks  # for the server optimizers (server_opt)
         except ValueError as err:
             raise AggregationError(reason=f"masked averaging failed: {err}") from err
         return ArrayRecord({k: Array(np.asarray(v)) for k, v in averaged.items()})

@@ -25,6 +25,7 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, Message, MetricRecord
 from flwr.serverapp.strategy import FedAdam, FedAvg, FedAvgM
 
+from .masked_average import kept_by_nobody
 from .masked_fedavg import MaskedFedAvg
 from .resumable import Resumable
 
@@ -40,15 +41,17 @@ class _MaskedServerOpt:
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         arrays, metrics = super().aggregate_train(server_round + self.round_offset, replies)
         arrays = self.in_sent_dtypes(arrays)  # Flower's FedAdam steps in float64 (see Resumable)
-        if arrays is None or not self._uncovered:
+        uncovered = kept_by_nobody(self._round_masks, {k: v.shape for k, v in self._rule_arrays.items()}) \
+            if arrays is not None else {}
+        if not uncovered:
             return arrays, metrics
         stepped = {k: a.numpy() for k, a in arrays.items()}
-        for name, nobody in self._uncovered.items():
+        for name, nobody in uncovered.items():
             stepped[name] = np.where(nobody, self._rule_arrays[name], stepped[name]).astype(stepped[name].dtype)
+        record = ArrayRecord({k: Array(np.asarray(v)) for k, v in stepped.items()})
         if isinstance(self, FedAvgM) and self.server_opt:
-            # FedAvgM steps from its own copy of the global model; keep it what the round returns.
-            self.current_arrays = ArrayRecord({k: Array(np.asarray(v)) for k, v in stepped.items()})
-        return ArrayRecord({k: Array(np.asarray(v)) for k, v in stepped.items()}), metrics
+            self.current_arrays = record  # FedAvgM steps from its own copy of the global model: keep it this one
+        return record, metrics
 
 
 class MaskedFedAvgM(_MaskedServerOpt, FedAvgM, MaskedFedAvg):
