@@ -7,6 +7,9 @@
   pseudo-gradient (``server_opt``);
 - ``fedavg`` / ``fedavgm`` / ``fedadam``: Flower's strategies, which average pruned zeros in.
 
+``Hierarchical`` (``hierarchical``) puts fog nodes between the clients and any of these: each
+node aggregates its clients every round, the wrapped strategy the nodes every few rounds.
+
 All are resumable (``resumable``). :func:`build` makes one from plain options. A client learns
 which upload to send from the train config (``UPLOAD_ENCODING_KEY``): packed sparse for the
 ``masked-*`` strategies, dense with zeros at pruned entries for Flower's.
@@ -22,6 +25,7 @@ from .encoding import (
     pack_masked_state,
     unpack_masked_state,
 )
+from .hierarchical import Hierarchical, NodeRound
 from .masked_average import RULES, consensus, delta, keepers, masked_average, masked_average_arrays
 from .masked_fedavg import UPLOAD_ENCODING_KEY, MaskedFedAvg
 from .resumable import Resumable
@@ -73,6 +77,8 @@ def build(
 
 __all__ = [
     "RULES",
+    "Hierarchical",
+    "NodeRound",
     "STRATEGIES",
     "UPLOAD_ENCODING_KEY",
     "MaskedFedAdam",
