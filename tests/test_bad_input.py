@@ -508,3 +508,54 @@ def test_the_console_command_refuses_an_alias_bomb_in_one_line(tmp_path):
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert len(result.stderr.splitlines()) == 1 and BIG_VALUES in result.stderr
     assert snapshot(tmp_path) == {"s.yaml"}
+
+
+# --- fog topology: unknown nodes, empty nodes, bad cloud_every, fog-node profiles ----------------------
+
+def _fog(nodes=({"name": "a"},), fleet_fog=(None, None), **fog) -> dict:
+    fleet = [{**entry, **({"fog": name} if name is not None else {})} for entry, name in zip(GOOD["fleet"], fleet_fog)]
+    return scenario(fog={"nodes": [dict(n) for n in nodes], **fog}, fleet=fleet)
+
+
+TWO = ({"name": "a"}, {"name": "b"})
+
+
+@cases(
+    ("unknown-fog-node", lambda t: run(t, _fog(fleet_fog=("nope", None))), r"fleet\[0\]\.fog: unknown fog node 'nope' "
+     r"\(fog\.nodes: a\)"),
+    ("node-without-devices", lambda t: run(t, _fog(TWO, ("a", "a"))), r"fog\.nodes\[1\] \(b\): no device belongs"),
+    ("round-robin-leaves-a-node-empty", lambda t: run(t, _fog(TWO + ({"name": "c"},), ("a", None))),
+     r"fog\.nodes\[1\] \(b\): no device belongs"),
+    ("more-nodes-than-devices", lambda t: run(t, _fog(TWO + ({"name": "c"}, {"name": "d"}))),
+     r"fog\.nodes\[3\] \(d\): no device belongs"),
+    ("by-profile-more-nodes-than-profiles", lambda t: run(t, _fog(TWO + ({"name": "c"},), assign="by-profile")),
+     r"fog\.nodes\[2\] \(c\): no device belongs"),
+    ("cloud-every-zero", lambda t: run(t, _fog(cloud_every=0)), r"fog\.cloud_every: .*greater than or equal to 1"),
+    ("cloud-every-negative", lambda t: run(t, _fog(cloud_every=-3)), r"fog\.cloud_every: .*greater than or equal"),
+    ("cloud-every-fraction", lambda t: run(t, _fog(cloud_every=1.5)), r"fog\.cloud_every: .*integer"),
+    ("cloud-every-text", lambda t: run(t, _fog(cloud_every="often")), r"fog\.cloud_every: .*integer"),
+    ("cloud-every-huge", lambda t: run(t, _fog(cloud_every=10**30)), r"fog\.cloud_every: .*less than or equal"),
+    ("cloud-every-set", lambda t: run(t, _fog(), "--set", "fog.cloud_every=0"), r"fog\.cloud_every: .*greater"),
+    ("fleet-fog-without-fog", lambda t: run(t, scenario(fleet=[{"profile": "samd21", "fog": "a"}])),
+     r"fleet\[0\]\.fog: names fog node 'a' but the scenario has no fog section"),
+    ("duplicate-node-names", lambda t: run(t, _fog(({"name": "a"}, {"name": "a"}))),
+     r"fog\.nodes\[1\]\.name: 'a' names two fog nodes"),
+    ("no-nodes", lambda t: run(t, _fog(())), r"fog\.nodes: .*at least 1 item"),
+    ("nodes-missing", lambda t: run(t, scenario(fog={"cloud_every": 2})), r"fog\.nodes: required key is missing"),
+    ("node-without-name", lambda t: run(t, _fog(({"profile": "mec-server"},))), r"fog\.nodes\[0\]\.name: required"),
+    ("node-empty-name", lambda t: run(t, _fog(({"name": ""},))), r"fog\.nodes\[0\]\.name: .*at least 1 character"),
+    ("fog-not-a-mapping", lambda t: run(t, scenario(fog=["a"])), r"fog: Input should be a valid dictionary"),
+    ("fog-unknown-key", lambda t: run(t, _fog(often=2)), r"fog\.often: unknown key"),
+    ("assign-unknown", lambda t: run(t, _fog(assign="random")), r"fog\.assign: .*'round-robin' or 'by-profile'"),
+    ("fog-profile-unknown", lambda t: run(t, _fog(({"name": "a", "profile": "cell-tower"},))),
+     r"fog\.nodes\[0\]\.profile: unknown fog-node profile 'cell-tower' \(known: lte-gateway, mec-server"),
+    ("fog-override-zero-link", lambda t: run(t, _fog(({"name": "a", "overrides": {"uplink": 0}},))),
+     r"fog\.nodes\[0\]\.overrides\.uplink: .*greater than or equal to 1"),
+    ("fog-override-infinite", lambda t: run(t, _fog(({"name": "a", "overrides": {"flops": float("inf")}},))),
+     r"fog\.nodes\[0\]\.overrides\.flops: .*finite"),
+    ("fog-override-unknown", lambda t: run(t, _fog(({"name": "a", "overrides": {"memory_budget": "1MiB"}},))),
+     r"fog\.nodes\[0\]\.overrides\.memory_budget: unknown key"),
+    ("fog-node-name-not-text", lambda t: run(t, _fog(fleet_fog=(7, None))), r"fleet\[0\]\.fog: .*string"),
+)
+def test_bad_fog_topology(tmp_path, capsys, build, message):
+    refused(tmp_path, capsys, build(tmp_path), message)

@@ -36,6 +36,7 @@ MAX_CPUS = 65_536
 MAX_NODES = 100_000          # Flower nodes (worker slots)
 MAX_PROFILE_FILES = 20       # each is read and parsed in full
 MAX_NAME_CHARS = 100
+MAX_FOG_NODES = 1_000        # fog nodes; each is evaluated on the test set every round
 
 
 class _Section(BaseModel):
@@ -196,10 +197,42 @@ class FleetEntry(_Section):
         "pruning.compression. Tiers with different targets keep nested masks, which is where mask-aware "
         "averaging differs from FedAvg")
 
+    fog: str | None = Field(
+        None, min_length=1, max_length=MAX_NAME_CHARS, description="name of the fog node (fog.nodes[j].name) "
+        "these devices reach the cloud through (fog scenarios only; default: placed by fog.assign)")
+
     @field_validator("compression", mode="before")
     @classmethod
     def _at_least_one(cls, value):
         return _compression(value)
+
+
+class FogNode(_Section):
+    """One fog node: a gateway or base station between its devices and the cloud."""
+
+    name: str = Field(min_length=1, max_length=MAX_NAME_CHARS, description="the node's name, which fleet "
+                      "entries name under fog")
+    profile: str = Field("lte-gateway", description="name of a fog-node profile (fogsim/profiles/fog/): its "
+                         "compute, its wide-area uplink/downlink to the cloud and the local links its devices use")
+    overrides: dict[str, Any] = Field(default_factory=dict, description="profile fields to change for this node, "
+                                      "e.g. {uplink: 2.0e+6}")
+
+
+class Fog(_Section):
+    """Hierarchical aggregation: devices aggregate at fog nodes every round, fog nodes at the cloud every
+    cloud_every rounds (HierFAVG, Liu et al. 2020). Absent: every device talks to the server directly."""
+
+    cloud_every: int = Field(1, ge=1, le=MAX_ROUNDS, description="rounds between two aggregations at the cloud; "
+                             "the last round always ends with one")
+    assign: Literal["round-robin", "by-profile"] = Field(
+        "round-robin", description="where devices of fleet entries without fog go: round-robin: the k-th such "
+        "device to node k mod (number of nodes); by-profile: the j-th distinct profile among those entries to "
+        "node j mod (number of nodes), so one node serves one kind of device")
+    nodes: list[FogNode] = Field(min_length=1, max_length=MAX_FOG_NODES, description="the fog nodes: a list of "
+                                 "{name, profile, overrides}")
+    evaluate: bool = Field(True, description="evaluate each fog node's own aggregate on the test set every round "
+                           "(fog_nodes.csv accuracy and loss; one test pass per fog node with clients, turn off "
+                           "for many fog nodes)")
 
 
 class Simulation(_Section):
@@ -248,6 +281,8 @@ class Scenario(_Section):
                                 "files, relative to the scenario file")
     simulation: Simulation = Field(default_factory=Simulation, description="Ray settings")
     evaluation: Evaluation = Field(default_factory=Evaluation, description="central evaluation")
+    fog: Fog | None = Field(None, description="fog nodes between the devices and the cloud, and how often the "
+                            "cloud aggregates (default: none, devices talk to the server directly)")
 
     @field_validator("model")
     @classmethod
@@ -271,6 +306,7 @@ class Scenario(_Section):
         if p.prune_end < p.prune_start:
             raise ValueError(f"pruning.prune_end ({p.prune_end:g}) must not be before pruning.prune_start "
                              f"({p.prune_start:g})")
+        _check_topology(self)
         low = t.batch_min if t.batch_min is not None else t.batch_size
         if t.batch_max < low:
             raise ValueError(f"training.batch_max ({t.batch_max}) must be at least the minimum batch ({low})")
@@ -285,6 +321,50 @@ class Scenario(_Section):
             weight_decay=t.weight_decay, schedule=p.schedule, prune_start=p.prune_start, prune_end=p.prune_end,
             prune_every=p.prune_every if p.prune_every is not None else t.epochs, criterion=p.criterion, scope=p.scope, granularity=p.granularity,
             seed=self.seed)
+
+
+def _check_topology(scenario: Scenario) -> None:
+    """Every fleet entry names a fog node that exists, and every fog node gets at least one device."""
+    named = [(i, e.fog) for i, e in enumerate(scenario.fleet) if e.fog is not None]
+    if scenario.fog is None:
+        if named:
+            raise ValueError(f"fleet[{named[0][0]}].fog: names fog node {shown(named[0][1])} but the scenario has "
+                             "no fog section; add fog: {nodes: [{name: ...}]} or remove fleet[i].fog")
+        return
+    nodes = [node.name for node in scenario.fog.nodes]
+    for j, name in enumerate(nodes):
+        if name in nodes[:j]:
+            raise ValueError(f"fog.nodes[{j}].name: {shown(name)} names two fog nodes; give each its own name")
+    for index, name in named:
+        if name not in nodes:
+            raise ValueError(f"fleet[{index}].fog: unknown fog node {shown(name)} (fog.nodes: "
+                             f"{', '.join(brief(n) for n in nodes[:20])})")
+    empty = [j for j, count in enumerate(fog_device_counts(scenario)) if count == 0]
+    if empty:
+        j = empty[0]
+        raise ValueError(f"fog.nodes[{j}] ({brief(nodes[j])}): no device belongs to it; name it under "
+                         "fleet[i].fog, add devices, or remove the node")
+
+
+def fog_device_counts(scenario: Scenario) -> list[int]:
+    """How many devices each fog node serves (``fog.assign`` spreads the entries that name none)."""
+    fog = scenario.fog
+    counts = [0] * len(fog.nodes)
+    index = {node.name: j for j, node in enumerate(fog.nodes)}
+    spread = 0  # devices placed round-robin so far
+    profiles: dict[str, int] = {}
+    for entry in scenario.fleet:
+        if entry.fog is not None:
+            counts[index[entry.fog]] += entry.count
+        elif fog.assign == "by-profile":
+            counts[profiles.setdefault(entry.profile, len(profiles)) % len(counts)] += entry.count
+        else:
+            n = len(counts)
+            full, rest = divmod(entry.count, n)
+            for k in range(n):
+                counts[k] += full + (1 if (k - spread) % n < rest else 0)
+            spread += entry.count
+    return counts
 
 
 _KEY_PATH = re.compile(r"[^.\[\]\s]+(?:\.[^.\[\]\s]+|\[\d{1,9}\])*")
@@ -370,11 +450,28 @@ def reference(model: type[BaseModel] = Scenario, prefix: str = "") -> list[tuple
             rows.append((path, "required", field.description or ""))
             rows += reference(FleetEntry, "fleet[i].")
             continue
+        if model is Scenario and name == "fog":
+            rows.append((path, "null", field.description or ""))
+            rows += reference(Fog, "fog.")
+            continue
+        if model is Fog and name == "nodes":
+            rows.append((path, "required", field.description or ""))
+            rows += reference(FogNode, f"{prefix}nodes[j].")
+            continue
         default = "required" if field.is_required() else json.dumps(field.get_default(call_default_factory=True))
         rows.append((path, default, field.description or ""))
     return rows
 
 
 def resolved_yaml(scenario: Scenario) -> str:
-    """The scenario with every default filled in, as YAML."""
-    return yaml.safe_dump(scenario.model_dump(mode="json"), sort_keys=False)
+    """The scenario with every default filled in, as YAML.
+
+    A scenario without fog nodes has no ``fog`` keys here, so its resolved form (and the identity
+    of its checkpoints) is what it was before fog nodes existed."""
+    data = scenario.model_dump(mode="json")
+    if data["fog"] is None:
+        del data["fog"]
+    for entry in data["fleet"]:
+        if entry["fog"] is None:
+            del entry["fog"]
+    return yaml.safe_dump(data, sort_keys=False)

@@ -1,0 +1,162 @@
+"""The fog layer's topology: which fog node every device reaches the cloud through, and the nodes' links.
+
+A scenario's optional ``fog`` section lists fog nodes, each with a fog-node profile (built-in ones
+in ``fogsim/profiles/fog/``: compute, wide-area ``uplink``/``downlink`` to the cloud, and the
+``local_uplink``/``local_downlink`` its devices use). A fleet entry names its node under
+``fleet[i].fog``; the devices of entries that name none are placed by ``fog.assign``. Like the
+fleet, the topology stores nothing per device: a device's node follows from its tier.
+
+A device talks to its fog node over the local link, so its transfers run at the slower of its
+own radio and the node's local link (``device_profile``); the devices sharing a node's link do
+not slow each other down (contention is not modelled).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from fogsim.errors import FogsimError, describe, shown
+from fogsim.sim.fleet import Fleet
+from fogsim.sim.profiles import BUILTIN_DIR, Profile
+from fogsim.sim.safe_yaml import read_yaml
+from fogsim.sim.scenario import Scenario
+
+FOG_PROFILE_DIR = BUILTIN_DIR / "fog"
+
+
+class FogProfile(BaseModel):
+    """One class of fog node."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    description: str = Field("", max_length=1000, description="what the node is")
+    flops: float = Field(ge=1, description="sustained compute speed of the node, FLOP/s (its aggregation)")
+    uplink: float = Field(ge=1, description="wide-area upload bandwidth to the cloud, bit/s")
+    downlink: float = Field(ge=1, description="wide-area download bandwidth from the cloud, bit/s")
+    local_uplink: float = Field(ge=1, description="local link, device to node, bit/s per device")
+    local_downlink: float = Field(ge=1, description="local link, node to device, bit/s per device")
+
+
+@lru_cache(maxsize=1)
+def builtin_fog_profiles() -> dict[str, FogProfile]:
+    """The fog-node profiles shipped in ``fogsim/profiles/fog/*.yaml``."""
+    profiles = {}
+    for path in sorted(FOG_PROFILE_DIR.glob("*.yaml")):
+        for name, fields in (read_yaml(path, "fog profile file") or {}).items():
+            try:
+                profiles[name] = FogProfile(**fields)
+            except (TypeError, ValidationError) as error:  # a shipped file: a bug, but say where
+                detail = describe(error, name) if isinstance(error, ValidationError) else str(error)
+                raise FogsimError(f"{path}: {detail}") from None
+    return profiles
+
+
+@dataclass(frozen=True)
+class FogNodeInfo:
+    """One fog node of a scenario, resolved."""
+
+    index: int
+    name: str
+    profile_name: str
+    profile: FogProfile
+
+
+class FogLayer:
+    """The fog nodes of a scenario and the node of every device.
+
+    ``of(devices)`` maps device ids to node indices (positions in ``nodes``); ``cloud_round``
+    says whether a round ends with an aggregation at the cloud.
+    """
+
+    def __init__(self, nodes: list[FogNodeInfo], cloud_every: int, rounds: int, fleet: Fleet,
+                 placement: list[tuple[int | None, int]], evaluate: bool = True):
+        self.nodes = nodes
+        self.evaluate = evaluate  # each node's aggregate on the test set every round (fog.evaluate)
+        self.cloud_every = cloud_every
+        self.rounds = rounds
+        self.fleet = fleet
+        # Per tier: (node, 0) for a tier wholly at one node, or (None, offset) for a tier spread
+        # round-robin, its first device being the offset-th device so spread.
+        self._placement = placement
+        self._firsts = np.array([t.first for t in fleet.tiers], dtype=np.int64)
+        self._capped: dict[tuple[int, int], Profile] = {}
+
+    def __len__(self) -> int:
+        return len(self.nodes)
+
+    def of(self, devices) -> np.ndarray:
+        """The fog node (index into ``nodes``) of each device id in ``devices``."""
+        devices = np.asarray(devices, dtype=np.int64)
+        tiers = np.searchsorted(self._firsts, devices, side="right") - 1
+        out = np.empty(len(devices), dtype=np.int64)
+        for t in np.unique(tiers):
+            here = tiers == t
+            node, offset = self._placement[t]
+            out[here] = node if node is not None else (offset + devices[here] - self._firsts[t]) % len(self.nodes)
+        return out
+
+    def nodes_of_tier(self, index: int) -> list[int]:
+        """The fog nodes that devices of the fleet's ``index``-th tier belong to."""
+        node, offset = self._placement[index]
+        if node is not None:
+            return [node]
+        count = min(self.fleet.tiers[index].count, len(self.nodes))
+        return sorted({(offset + i) % len(self.nodes) for i in range(count)})
+
+    def node_of(self, device: int) -> int:
+        return int(self.of([device])[0])
+
+    def device_profile(self, device: int) -> Profile:
+        """The device's profile with its links capped by its fog node's local link."""
+        tier = self.fleet.tier_of(device)
+        node = self.node_of(device)
+        key = (tier.entry, node)
+        if key not in self._capped:
+            fog = self.nodes[node].profile
+            self._capped[key] = tier.profile.model_copy(update={
+                "uplink": min(tier.profile.uplink, fog.local_uplink),
+                "downlink": min(tier.profile.downlink, fog.local_downlink)})
+        return self._capped[key]
+
+    def cloud_round(self, round_: int) -> bool:
+        """Whether round ``round_`` ends with the cloud aggregating the fog nodes (always the last)."""
+        return round_ % self.cloud_every == 0 or round_ == self.rounds
+
+
+def node_profile(scenario: Scenario, index: int) -> tuple[str, FogProfile]:
+    node = scenario.fog.nodes[index]
+    known = builtin_fog_profiles()
+    if node.profile not in known:
+        raise FogsimError(f"fog.nodes[{index}].profile: unknown fog-node profile {shown(node.profile)} "
+                          f"(known: {', '.join(sorted(known))})")
+    try:
+        return node.profile, FogProfile(**{**known[node.profile].model_dump(), **node.overrides})
+    except ValidationError as error:
+        raise FogsimError(describe(error, f"fog.nodes[{index}].overrides")) from None
+
+
+def build_fog(scenario: Scenario, fleet: Fleet) -> FogLayer | None:
+    """The scenario's fog layer (None without a ``fog`` section); problems are one-line FogsimErrors.
+
+    The scenario's validation has checked the names and that every node serves a device."""
+    if scenario.fog is None:
+        return None
+    nodes = [FogNodeInfo(j, node.name, *node_profile(scenario, j)) for j, node in enumerate(scenario.fog.nodes)]
+    index = {node.name: node.index for node in nodes}
+    placement: list[tuple[int | None, int]] = []
+    spread, profiles = 0, {}
+    for tier in fleet.tiers:
+        entry = scenario.fleet[tier.entry]
+        if entry.fog is not None:
+            placement.append((index[entry.fog], 0))
+        elif scenario.fog.assign == "by-profile":
+            placement.append((profiles.setdefault(entry.profile, len(profiles)) % len(nodes), 0))
+        else:
+            placement.append((None, spread))
+            spread += tier.count
+    return FogLayer(nodes, scenario.fog.cloud_every, scenario.rounds, fleet, placement, scenario.fog.evaluate)
