@@ -81,8 +81,8 @@ def plot_training(trace: pd.DataFrame, epochs: pd.DataFrame, summary: dict, path
 
 # --- one federated run: fogsim run ------------------------------------------------------------
 def plot_run(out: Path, title: str | None = None) -> list[Path]:
-    """Write accuracy.png, devices.png and traffic.png into the run directory ``out``, from its CSVs;
-    ``title`` names the run (default: the directory's name)."""
+    """Write accuracy.png, devices.png and traffic.png into the run directory ``out``, from its CSVs,
+    and fog_nodes.png when it has fog nodes; ``title`` names the run (default: the directory's name)."""
     title = title or out.name
     rounds = pd.read_csv(out / "rounds.csv")
     clients = pd.read_csv(out / "clients.csv")
@@ -128,13 +128,56 @@ def plot_run(out: Path, title: str | None = None) -> list[Path]:
     ax.legend()
     fig.suptitle(f"{title}: traffic per round")
     paths.append(_save(fig, out / "traffic.png"))
+    if (out / "fog_nodes.csv").is_file():
+        paths.append(plot_fog_nodes(out, rounds, pd.read_csv(out / "fog_nodes.csv"), title))
     return paths
 
 
+def plot_fog_nodes(out: Path, rounds: pd.DataFrame, fog: pd.DataFrame, title: str) -> Path:
+    """fog_nodes.png: each fog node's own model and the cloud's per round, and the wide-area traffic."""
+    fig = Figure(figsize=(7, 7), layout="constrained")
+    axes = fig.subplots(2, 1, sharex=True)
+    for i, (node, group) in enumerate(fog.groupby("fog_node", sort=False)):
+        axes[0].plot(group["round"], group["accuracy"], marker=".", color=f"C{i}", label=f"fog node {node}")
+    cloud = rounds[rounds["cloud_round"] == 1]
+    axes[0].plot(cloud["round"], cloud["accuracy"], marker="o", color="black", lw=2, label="cloud (cloud rounds)")
+    axes[0].set_ylabel("test accuracy")
+    axes[0].legend(fontsize="small")
+    unit, scale = byte_unit(pd.concat([rounds["wan_upload_bytes"], rounds["wan_download_bytes"]]))
+    width = 0.4
+    axes[1].bar(rounds["round"] - width / 2, rounds["wan_upload_bytes"] / scale, width, label="to the cloud")
+    axes[1].bar(rounds["round"] + width / 2, rounds["wan_download_bytes"] / scale, width, label="from the cloud")
+    axes[1].set_ylabel(f"wide-area traffic ({unit}), all fog nodes")
+    _bytes_axis(axes[1], unit)
+    _round_axis(axes[1])
+    axes[1].legend(fontsize="small")
+    fig.suptitle(f"{title}: fog nodes and cloud")
+    return _save(fig, out / "fog_nodes.png")
+
+
 # --- several runs: fogsim compare and sweep ----------------------------------------------------
+def plot_accuracy_vs_wan(runs, path: Path) -> Path:
+    """Accuracy of the cloud's model against the wide-area bytes (both ways) so far, one line per run,
+    a point per cloud round: flat runs (every round crosses the wide area) against fog hierarchies."""
+    fig = Figure(figsize=(7, 4.5), layout="constrained")
+    ax = fig.subplots()
+    wan = [(run.rounds["wan_upload_bytes"] + run.rounds["wan_download_bytes"]).cumsum() for run in runs]
+    unit, scale = byte_unit([w.iloc[-1] if len(w) else 0 for w in wan])
+    for run, total in zip(runs, wan):
+        cloud = run.rounds["cloud_round"] == 1
+        ax.plot(total[cloud] / scale, run.rounds["accuracy"][cloud], marker="o", ms=3, label=run.name)
+    ax.set_xlabel(f"wide-area bytes so far, to and from the cloud ({unit})")
+    if any(len(w) and w.iloc[0] > 0 for w in wan):  # a log axis needs positive values
+        ax.set_xscale("log")
+    ax.set_ylabel("test accuracy of the cloud's model")
+    ax.legend(fontsize="small")
+    fig.suptitle(f"{len(runs)} runs: accuracy against wide-area traffic")
+    return _save(fig, path)
+
+
 def plot_comparison(runs, frame: pd.DataFrame, out: Path) -> None:
-    """accuracy.png, accuracy_vs_upload.png and memory_batch.png of ``runs`` (each with ``name`` and
-    ``rounds``) and their comparison ``frame`` (``compare.comparison_frame``) into ``out``."""
+    """accuracy.png, accuracy_vs_upload.png, accuracy_vs_wan.png and memory_batch.png of ``runs`` (each
+    with ``name`` and ``rounds``) and their comparison ``frame`` (``compare.comparison_frame``) into ``out``."""
     fig = Figure(figsize=(7, 4.5), layout="constrained")
     ax = fig.subplots()
     for run in runs:
@@ -156,6 +199,7 @@ def plot_comparison(runs, frame: pd.DataFrame, out: Path) -> None:
     ax.legend(fontsize="small")
     fig.suptitle(f"{len(runs)} runs: accuracy against bytes uploaded")
     _save(fig, out / "accuracy_vs_upload.png")
+    plot_accuracy_vs_wan(runs, out / "accuracy_vs_wan.png")
 
     profiles = [p for p in dict.fromkeys(frame["profile"]) if p is not None and not pd.isna(p)]
     names = [run.name for run in runs]

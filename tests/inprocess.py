@@ -61,7 +61,7 @@ class InProcessGrid:
 
 
 def serve_in_process(out: Path, sets: list[str], workers: int = 2, stop_after: int | None = None,
-                     resume: bool = False) -> tuple[InProcessGrid, object]:
+                     resume: bool = False, scenario: str = QUICKSTART) -> tuple[InProcessGrid, object]:
     """Run the quickstart with ``sets`` into ``out`` (which must not exist), with a checkpoint after
     every round as ``fogsim run`` writes them; return the grid and the prepared scenario.
 
@@ -71,14 +71,15 @@ def serve_in_process(out: Path, sets: list[str], workers: int = 2, stop_after: i
     if resume:
         prepared = prepare_resume(out)
         found, states = prepared.resumed
-        files, first = RunFiles.resume(out, found.round), found.round + 1
+        files, first = RunFiles.resume(out, found.round, fog=prepared.scenario.fog is not None), found.round + 1
         initial = ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in found.arrays.items()})
         strategy_state = found.strategy
     else:
-        prepared = prepare(QUICKSTART, sets)
+        prepared = prepare(scenario, sets)
         states = DeviceStates(len(prepared.fleet), prepared.scenario.simulation.state_memory)
         out.mkdir()
-        files, first, initial, strategy_state = RunFiles(out, resolved_yaml(prepared.scenario)), 1, None, None
+        files, first, initial, strategy_state = RunFiles(
+            out, resolved_yaml(prepared.scenario), fog=prepared.scenario.fog is not None), 1, None, None
     job = ServerJob(prepared.spec, prepared.data, files, workers, states, first_round=first, initial=initial,
                     checkpoint_meta={**prepared.identity(), "base": str(prepared.base)},
                     strategy_state=strategy_state)

@@ -105,8 +105,8 @@ def test_writing_after_close_is_refused_not_cut(tmp_path):
 def test_columns_are_the_report_fields_and_a_report_round_trips_through_metrics():
     from dataclasses import fields
 
-    from fogsim.sim.reports import (CLIENT_COLUMNS, INT_COLUMNS, ROUND_COLUMNS, ClientRow, DeviceReport,
-                                    RoundRecord)
+    from fogsim.sim.reports import (CLIENT_COLUMNS, FOG_COLUMNS, INT_COLUMNS, ROUND_COLUMNS, TEXT_COLUMNS,
+                                    ClientRow, DeviceReport, RoundRecord)
 
     report = DeviceReport(peak_memory_bytes=10, batch_size_min=2, batch_size_max=8, density=0.5, num_examples=30,
                           train_loss=0.25, accuracy=float("nan"), progress=90, upload_bytes=40, download_bytes=50,
@@ -118,7 +118,10 @@ def test_columns_are_the_report_fields_and_a_report_round_trips_through_metrics(
     assert ROUND_COLUMNS == [f.name for f in fields(RoundRecord)]
     assert CLIENT_COLUMNS[:4] == ["round", "client_id", "profile", "budget_bytes"] and CLIENT_COLUMNS[-1] == "failed"
     assert {"num_examples", "upload_bytes", "clients_ok", "failed"} <= INT_COLUMNS and "density" not in INT_COLUMNS
-    ok = ClientRow(3, 7, "samd21", 24576, report).as_row()
-    failed = ClientRow(3, 8, "samd21", 24576, None).as_row()
+    assert {"profile", "fog_node"} <= TEXT_COLUMNS and "fog_node" in FOG_COLUMNS and FOG_COLUMNS[:2] == ["round",
+                                                                                                      "fog_node"]
+    ok = ClientRow(3, 7, "samd21", 24576, "north", report).as_row()
+    failed = ClientRow(3, 8, "samd21", 24576, "server", None).as_row()
     assert list(ok) == CLIENT_COLUMNS and ok["failed"] == 0
-    assert failed == {"round": 3, "client_id": 8, "profile": "samd21", "budget_bytes": 24576, "failed": 1}
+    assert failed == {"round": 3, "client_id": 8, "profile": "samd21", "budget_bytes": 24576, "fog_node": "server",
+                      "failed": 1}

@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from fogsim.cli.console import progress_bar, round_status, stderr_console, stdout_console
-from fogsim.cli.tables import bits, flops, plan_table, summary_table
+from fogsim.cli.tables import bits, fog_table, flops, plan_table, summary_table
 from fogsim.errors import FogsimError
 from fogsim.units import format_bytes
 
@@ -46,6 +46,8 @@ def run(scenario: Optional[Path] = typer.Argument(None, help="scenario YAML file
         summary = run_scenario(prepared, out, verbose=verbose, resume=resuming)
     else:
         err.print(plan_table(prepared))
+        if (fogs := fog_table(prepared)) is not None:
+            err.print(fogs)
         with progress_bar(err) as bar:
             task = bar.add_task("rounds", total=prepared.scenario.rounds, status="starting Ray ...")
 
@@ -63,7 +65,10 @@ def validate(scenario: Path = SCENARIO, sets: Optional[list[str]] = SET) -> None
     """Check a scenario completely and print the per-device plan, without training."""
     from fogsim.sim.run import prepare
 
-    stdout_console().print(plan_table(prepare(scenario, sets or [])))
+    prepared = prepare(scenario, sets or [])
+    stdout_console().print(plan_table(prepared))
+    if (fogs := fog_table(prepared)) is not None:
+        stdout_console().print(fogs)
     stdout_console().print(f"{scenario}: valid")
 
 

@@ -18,7 +18,7 @@ def bits(rate: float) -> str:
 
 
 def flops(rate: float) -> str:
-    for unit, scale in (("GFLOP/s", 1e9), ("MFLOP/s", 1e6)):
+    for unit, scale in (("TFLOP/s", 1e12), ("GFLOP/s", 1e9), ("MFLOP/s", 1e6)):
         if rate >= scale:
             return f"{rate / scale:.3g} {unit}"
     return f"{rate:.3g} FLOP/s"
@@ -50,6 +50,32 @@ def plan_table(prepared) -> Table:
     return table
 
 
+def fog_table(prepared) -> Table | None:
+    """One row per fog node: its profile, its devices, its wide-area and local links (None without fog nodes)."""
+    fog = prepared.spec.fog
+    if fog is None:
+        return None
+    from fogsim.sim.scenario import fog_device_counts
+
+    table = Table(title=f"{len(fog)} fog nodes, the cloud aggregates every {fog.cloud_every} round"
+                        f"{'s' if fog.cloud_every > 1 else ''} and in the last")
+    for column in ("fog node", "profile", "devices", "profiles of its devices", "to cloud (up / down)",
+                   "local link (up / down)", "compute"):
+        table.add_column(column, justify="right" if column == "devices" else "left")
+    counts = fog_device_counts(prepared.scenario)
+    kinds: dict[int, list[str]] = {j: [] for j in range(len(fog))}
+    for index, tier in enumerate(prepared.fleet.tiers):
+        for j in fog.nodes_of_tier(index):
+            if tier.profile_name not in kinds[j]:
+                kinds[j].append(tier.profile_name)
+    for j, node in enumerate(fog.nodes):
+        p = node.profile
+        table.add_row(node.name, node.profile_name, str(counts[j]), ", ".join(kinds[j]),
+                      f"{bits(p.uplink)} / {bits(p.downlink)}", f"{bits(p.local_uplink)} / {bits(p.local_downlink)}",
+                      flops(p.flops))
+    return table
+
+
 def _accuracy(value) -> str:
     return "-" if value is None or value != value else f"{value:.4f}"  # None, or NaN (value != value)
 
@@ -58,8 +84,10 @@ def summary_table(summary: dict) -> Table:
     """Per profile: what its devices cost, and ``accuracy``, the final global model under each device's
     last known mask (the server's, always there); ``local accuracy``, the devices' own models after
     their last local training, only when some trained in the last round."""
+    wide = summary.get("wan_upload_bytes", 0) + summary.get("wan_download_bytes", 0)
     table = Table(title=f"{summary['scenario']}: accuracy {summary['accuracy']:.4f} after {summary['rounds']} rounds, "
-                        f"simulated {summary['sim_time_s']:.1f} s, wall {summary['wall_time_s']:.1f} s")
+                        f"wide area {format_bytes(wide)}, simulated {summary['sim_time_s']:.1f} s, "
+                        f"wall {summary['wall_time_s']:.1f} s")
     for column in ("profile", "devices", "budget", "peak memory", "batch", "compression", "accuracy", "local accuracy",
                    "rounds ok / failed", "uploaded", "downloaded", "simulated time"):
         table.add_column(column, justify="left" if column == "profile" else "right")

@@ -39,6 +39,7 @@ from fogsim.models import build_model
 from fogsim.sim import cost, draws
 from fogsim.sim.device_state import DeviceState, pack_masks, read_state, state_records, unpack_masks
 from fogsim.sim.fleet import Fleet
+from fogsim.sim.fog import FogLayer
 from fogsim.sim.partition import Partitions
 from fogsim.sim.reports import DeviceReport
 from fogsim.sim.scenario import Scenario
@@ -50,11 +51,17 @@ UNIFORM_WEIGHT_KEY = "unit-weight"  # what the strategy weights by when strategy
 
 @dataclass(frozen=True)
 class FleetSpec:
-    """What every worker needs to know, sent to each once: the scenario, its fleet and the split."""
+    """What every worker needs to know, sent to each once: the scenario, its fleet, the split and
+    the fog nodes (None without a fog layer)."""
 
     scenario: Scenario
     fleet: Fleet
     partitions: Partitions
+    fog: FogLayer | None = None
+
+    def link_profile(self, device: int):
+        """The profile whose links time the device's transfers: its own, capped by its fog node's local link."""
+        return self.fog.device_profile(device) if self.fog is not None else self.fleet[device].profile
 
 
 @lru_cache(maxsize=2)
@@ -133,7 +140,7 @@ def train_device(spec: FleetSpec, msg: Message) -> Message:
         upload_bytes=upload_bytes,
         download_bytes=download_bytes,
         compute_s=flops / device.profile.flops,
-        sim_time_s=cost.device_seconds(device.profile, flops, download_bytes, upload_bytes))
+        sim_time_s=cost.device_seconds(spec.link_profile(device_id), flops, download_bytes, upload_bytes))
     metrics = MetricRecord({**report.to_metrics(), UNIFORM_WEIGHT_KEY: 1})
     content = RecordDict({"arrays": ArrayRecord({k: Array(np.asarray(v)) for k, v in upload.items()}),
                           "metrics": metrics, **state_records(None, _state(trainer))})

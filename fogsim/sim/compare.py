@@ -19,16 +19,24 @@ import pandas as pd
 
 from fogsim.errors import FogsimError
 from fogsim.rundir import claim
-from fogsim.sim.reports import CLIENT_COLUMNS, ROUND_COLUMNS
+from fogsim.sim.reports import CLIENT_COLUMNS, ROUND_COLUMNS, TEXT_COLUMNS
 from fogsim.sim.safe_yaml import read_text, read_yaml
 from fogsim.units import format_bytes
 
 # Columns of comparison.csv, in order; the README's "Comparing runs" explains each.
 RUN_FIELDS = ["run", "path", "scenario", "strategy", "method", "rounds", "final_accuracy", "best_accuracy",
-              "best_round", "global_density", "upload_bytes", "download_bytes", "sim_time_s"]
+              "best_round", "global_density", "upload_bytes", "download_bytes", "wan_bytes", "cloud_every",
+              "sim_time_s"]
 PROFILE_FIELDS = ["profile", "devices", "budget_bytes", "peak_memory_bytes", "final_batch_size", "profile_accuracy"]
 COLUMNS = RUN_FIELDS + PROFILE_FIELDS
-FILES = ["comparison.csv", "comparison.md", "accuracy.png", "memory_batch.png", "accuracy_vs_upload.png"]
+FILES = ["comparison.csv", "comparison.md", "accuracy.png", "memory_batch.png", "accuracy_vs_upload.png",
+         "accuracy_vs_wan.png"]
+# Columns added with fog nodes: a run written before them is read as a flat run (devices' traffic
+# crosses the wide area, every round is a cloud round, every device talks to the server).
+# Per file: the column, and the column it copies or the value it takes.
+_LATER_ROUNDS = {"wan_upload_bytes": ("upload_bytes", None), "wan_download_bytes": ("download_bytes", None),
+                 "cloud_round": (None, 1)}
+_LATER_CLIENTS = {"fog_node": (None, "server")}
 
 
 
@@ -53,7 +61,7 @@ def _read_csv(path: Path, needs: list[str]) -> pd.DataFrame:
     missing = [c for c in needs if c not in frame.columns]
     if missing:
         raise FogsimError(f"{path}: lacks the columns {', '.join(missing)}; was it written by fogsim run?")
-    text = [c for c in needs if c != "profile" and not pd.api.types.is_numeric_dtype(frame[c])]
+    text = [c for c in needs if c not in TEXT_COLUMNS and not pd.api.types.is_numeric_dtype(frame[c])]
     if text:
         raise FogsimError(f"{path}: column {text[0]} holds something other than numbers; was it written by "
                           "fogsim run?")
@@ -82,9 +90,19 @@ def load_run(path: Path) -> Run:
                           "by fogsim run?") from None
     if not isinstance(scenario, dict) or not isinstance(summary, dict):
         raise FogsimError(f"{path}: scenario.yaml or summary.json is not a mapping; was it written by fogsim run?")
-    rounds = _read_csv(path / "rounds.csv", ROUND_COLUMNS).sort_values("round", kind="stable")
-    clients = _read_csv(path / "clients.csv", CLIENT_COLUMNS)
+    rounds = _with_later(_read_csv(path / "rounds.csv", [c for c in ROUND_COLUMNS if c not in _LATER_ROUNDS]),
+                         _LATER_ROUNDS).sort_values("round", kind="stable")
+    clients = _with_later(_read_csv(path / "clients.csv", [c for c in CLIENT_COLUMNS if c not in _LATER_CLIENTS]),
+                          _LATER_CLIENTS)
     return Run(path=path, scenario=scenario, rounds=rounds.reset_index(drop=True), clients=clients, summary=summary)
+
+
+def _with_later(frame: pd.DataFrame, later: dict) -> pd.DataFrame:
+    """``frame`` with the columns fog nodes added filled in as a flat run has them, where it lacks them."""
+    for column, (source, value) in later.items():
+        if column not in frame.columns:
+            frame[column] = frame[source] if source is not None else value
+    return frame
 
 
 def name_runs(runs: list[Run]) -> None:
@@ -131,6 +149,8 @@ def run_fields(run: Run) -> dict:
         "global_density": _number(last["global_density"]) if last is not None else None,
         "upload_bytes": int(rounds["upload_bytes"].sum()),
         "download_bytes": int(rounds["download_bytes"].sum()),
+        "wan_bytes": int(rounds["wan_upload_bytes"].sum() + rounds["wan_download_bytes"].sum()),
+        "cloud_every": (run.scenario.get("fog") or {}).get("cloud_every"),
         "sim_time_s": float(rounds["sim_time_s"].sum()),
     }
 
@@ -176,9 +196,9 @@ def comparison_frame(runs: list[Run]) -> pd.DataFrame:
 
 
 TABLE_HEADERS = ["run", "scenario", "strategy", "final acc", "best (round)", "global density", "uploaded",
-                 "simulated time", "profile", "devices", "budget", "peak memory", "final batch", "profile acc"]
+                 "wide area", "simulated time", "profile", "devices", "budget", "peak memory", "final batch", "profile acc"]
 # the printed table: shorter headers, and no scenario column (it is in the CSV and Markdown)
-CONSOLE_HEADERS = ["run", "strategy", "final acc", "best (round)", "density", "upload", "sim time", "profile",
+CONSOLE_HEADERS = ["run", "strategy", "final acc", "best (round)", "density", "upload", "WAN", "sim time", "profile",
                    "devices", "budget", "peak mem", "batch", "prof acc"]
 
 
@@ -198,7 +218,8 @@ def table_rows(frame: pd.DataFrame) -> list[list[str]]:
                 _fmt(r["final_accuracy"], lambda v: f"{v:.4f}"),
                 _fmt(r["best_accuracy"], lambda v: f"{v:.4f} ({r['best_round']})"),
                 _fmt(r["global_density"], lambda v: f"{v:.3f}"),
-                format_bytes(r["upload_bytes"]), f"{r['sim_time_s']:.1f} s"] if i == 0 else [""] * 8
+                format_bytes(r["upload_bytes"]), format_bytes(r["wan_bytes"]),
+                f"{r['sim_time_s']:.1f} s"] if i == 0 else [""] * 9
             rows.append(run_cells + [
                 _fmt(r["profile"], str), _fmt(r["devices"], str), _fmt(r["budget_bytes"], format_bytes),
                 _fmt(r["peak_memory_bytes"], format_bytes), _fmt(r["final_batch_size"], str),
@@ -233,7 +254,8 @@ def markdown(frame: pd.DataFrame) -> str:
     lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in table_rows(frame)]
     lines += ["", "Paths:", ""] + [f"- `{n}`: `{p}`" for n, p in dict(zip(frame["run"], frame["path"])).items()]
     lines += ["", "![accuracy per round](accuracy.png)", "", "![peak memory and batch size per profile]"
-              "(memory_batch.png)", "", "![accuracy against upload](accuracy_vs_upload.png)", ""]
+              "(memory_batch.png)", "", "![accuracy against upload](accuracy_vs_upload.png)", "",
+              "![accuracy against wide-area traffic](accuracy_vs_wan.png)", ""]
     return "\n".join(lines)
 
 

@@ -76,6 +76,7 @@ class FogGrid:
         self.available: np.ndarray = np.empty(0, dtype=np.int64)
         self.sampled: list[int] = []
         self.replies: list[tuple[int, Message]] = []
+        self._device_of_reply: dict[int, int] = {}  # id of a reply of the last send_and_receive -> device
         self.download = download
         self.shapes = dict(shapes or {})
         # One send_and_receive's packed downloads: the global arrays it sends (kept, so that their
@@ -129,7 +130,13 @@ class FogGrid:
             self.states.put(device, pop_state(reply.content))
         if train:
             self.replies = replies
+        self._device_of_reply = {id(reply): device for device, reply in replies}
         return [reply for _, reply in replies]
+
+    def device_of(self, reply: Message) -> int:
+        """The device that sent ``reply``, one of the last ``send_and_receive``'s replies (its source
+        node is the worker that simulated it)."""
+        return self._device_of_reply[id(reply)]
 
     def _for_worker(self, message: Message, device: int, slot: int) -> Message:
         """``message`` for ``device``, with its state, addressed to a worker node; a training message

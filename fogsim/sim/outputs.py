@@ -3,13 +3,15 @@
 * ``scenario.yaml`` — the scenario with every default filled in;
 * ``rounds.csv`` — one row per round (global accuracy, traffic, simulated and wall time);
 * ``clients.csv`` — one row per sampled device per round (memory, batch, density, traffic);
+* ``fog_nodes.csv`` — with fog nodes only: one row per fog node per round (its clients, the
+  accuracy of its aggregate, its traffic on the local and the wide-area link, its time);
 * ``tiers.csv`` — one row per profile (device tier): the final global model evaluated on the test
   set by the server under each device's last known mask, averaged over the profile's devices
   (each counts once), whether or not they were sampled in the last round; written once, at the
   end of the last round, just before its row reaches ``rounds.csv``;
 * ``summary.json`` — totals and one entry per profile (device tier), written at the end.
 
-Each round's rows are written and synced together as the round completes (``RunFiles``), so a
+Each round's rows (in every per-round file) are written and synced together as the round completes (``RunFiles``), so a
 crash keeps every finished round. ``tiers.csv`` is replaced atomically; a resumed run removes it
 first (it belongs to the last round, which the run has not finished) and writes it again.
 
@@ -33,9 +35,10 @@ import threading
 from pathlib import Path
 
 from fogsim.errors import FogsimError
-from fogsim.sim.reports import CLIENT_COLUMNS, INT_COLUMNS, ROUND_COLUMNS, TEXT_COLUMNS, TIER_COLUMNS
+from fogsim.sim.reports import CLIENT_COLUMNS, FOG_COLUMNS, INT_COLUMNS, ROUND_COLUMNS, TEXT_COLUMNS, TIER_COLUMNS
 
 TIERS_FILE = "tiers.csv"
+FOG_FILE = "fog_nodes.csv"
 
 
 class OutputFailed(FogsimError):
@@ -54,31 +57,40 @@ class RunFiles:
     so closing from another thread (an interrupt) never cuts a round in half.
     """
 
-    def __init__(self, out: Path, resolved_scenario: str):
+    def __init__(self, out: Path, resolved_scenario: str, fog: bool = False):
         self.out = out
         self._lock = threading.Lock()
+        self.fog = None
         try:
             (out / "scenario.yaml").write_text(resolved_scenario)
             self.rounds = self._open(out / "rounds.csv", ROUND_COLUMNS)
             self.clients = self._open(out / "clients.csv", CLIENT_COLUMNS)
+            if fog:
+                self.fog = self._open(out / FOG_FILE, FOG_COLUMNS)
         except OSError as error:
             raise OutputFailed(f"{out}: cannot write the run directory ({error.strerror})") from None
 
     @classmethod
-    def resume(cls, out: Path, finished: int) -> "RunFiles":
+    def resume(cls, out: Path, finished: int, fog: bool = False) -> "RunFiles":
         """Go on with ``out``'s files after round ``finished``: later rows (of rounds the checkpoint
         does not hold) are dropped, each file replaced atomically, then rows are appended."""
         files = cls.__new__(cls)
-        files.out, files._lock = out, threading.Lock()
+        files.out, files._lock, files.fog = out, threading.Lock(), None
+        per_round = [("rounds.csv", ROUND_COLUMNS), ("clients.csv", CLIENT_COLUMNS)]
+        if fog:
+            per_round.append((FOG_FILE, FOG_COLUMNS))
         try:
-            for name, columns in (("rounds.csv", ROUND_COLUMNS), ("clients.csv", CLIENT_COLUMNS)):
-                kept = [row for row in read_rows(out / name) if row["round"] <= finished]
+            for name, columns in per_round:
+                kept = [row for row in read_rows(out / name) if row["round"] <= finished] \
+                    if (out / name).exists() or name != FOG_FILE else []
                 staged = out / f".{name}.resume"
                 staged.write_bytes(_csv_text([dict(zip(columns, columns)), *kept], columns))
                 os.replace(staged, out / name)
             (out / TIERS_FILE).unlink(missing_ok=True)  # the last round's, rewritten when it is done again
             files.rounds = open(out / "rounds.csv", "ab", buffering=0)
             files.clients = open(out / "clients.csv", "ab", buffering=0)
+            if fog:
+                files.fog = open(out / FOG_FILE, "ab", buffering=0)
         except (OSError, ValueError, KeyError) as error:
             raise OutputFailed(f"{out}: cannot go on with its CSV files ({error})") from None
         return files
@@ -89,9 +101,11 @@ class RunFiles:
         _write_all(file, _csv_text([dict(zip(columns, columns))], columns))
         return file
 
-    def write_round(self, round_row: dict, client_rows: list[dict]) -> None:
+    def write_round(self, round_row: dict, client_rows: list[dict], fog_rows: list[dict] = ()) -> None:
         texts = [(self.clients, _csv_text(client_rows, CLIENT_COLUMNS)),
                  (self.rounds, _csv_text([round_row], ROUND_COLUMNS))]
+        if self.fog is not None:
+            texts.insert(1, (self.fog, _csv_text(list(fog_rows), FOG_COLUMNS)))
         with self._lock:
             if self.rounds.closed:
                 raise OutputFailed(f"{self.out}: the run was stopped before round {round_row['round']} was written")
@@ -134,7 +148,9 @@ class RunFiles:
 
     def close(self) -> None:
         with self._lock:
-            for file in (self.rounds, self.clients):
+            for file in (self.rounds, self.clients, self.fog):
+                if file is None:
+                    continue
                 try:
                     file.close()
                 except OSError:
@@ -184,6 +200,12 @@ def read_rows(path: Path) -> list[dict]:
 def read_run(out: Path) -> tuple[list[dict], list[dict]]:
     """The round rows and client rows of the run directory ``out``."""
     return read_rows(out / "rounds.csv"), read_rows(out / "clients.csv")
+
+
+def read_fog_nodes(out: Path) -> list[dict]:
+    """The rows of ``out``'s ``fog_nodes.csv`` (none for a run without fog nodes)."""
+    path = out / FOG_FILE
+    return read_rows(path) if path.is_file() else []
 
 
 def read_tiers(out: Path) -> list[dict]:
@@ -242,6 +264,8 @@ def summarize(name: str, rounds: list[dict], clients: list[dict], fleet, wall_ti
         "device_accuracy": last.get("device_accuracy"),
         "upload_bytes": sum(r["upload_bytes"] for r in rounds),
         "download_bytes": sum(r["download_bytes"] for r in rounds),
+        "wan_upload_bytes": sum(r.get("wan_upload_bytes", r["upload_bytes"]) for r in rounds),
+        "wan_download_bytes": sum(r.get("wan_download_bytes", r["download_bytes"]) for r in rounds),
         "sim_time_s": sum(r["sim_time_s"] for r in rounds),
         "wall_time_s": wall_time_s,
         "clients_failed": sum(r["clients_failed"] for r in rounds),

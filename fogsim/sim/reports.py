@@ -6,7 +6,8 @@
 * ``ClientRow`` — one row of ``clients.csv``: who trained where, and its report (none if the
   device dropped out);
 * ``RoundRecord`` — one row of ``rounds.csv``, and the metrics the strategy's evaluation returns;
-* ``TierRecord`` — one row of ``tiers.csv``.
+* ``TierRecord`` — one row of ``tiers.csv``;
+* ``FogRecord`` — one row of ``fog_nodes.csv`` (fog scenarios only).
 
 The CSV columns, their order and which of them are integers or text are derived from the fields,
 so a new figure is one field here plus the line that computes it.
@@ -58,6 +59,7 @@ class ClientRow:
     client_id: int
     profile: str
     budget_bytes: int
+    fog_node: str            # the fog node it reached the cloud through ("server": no fog layer)
     report: DeviceReport | None
 
     def as_row(self) -> dict:
@@ -75,14 +77,17 @@ class RoundRecord:
     device_accuracy: float   # each client's model (global weights under its mask), by examples
     density: float           # the clients' mean density, by examples
     global_density: float    # entries some client of the round kept
-    upload_bytes: int
-    download_bytes: int
-    sim_time_s: float        # the slowest client of the round
+    upload_bytes: int        # devices' uploads (to their fog node, or to the server without fog nodes)
+    download_bytes: int      # devices' downloads
+    wan_upload_bytes: int    # across the wide area to the cloud: the fog nodes' uploads (without fog: the devices')
+    wan_download_bytes: int  # across the wide area from the cloud
+    sim_time_s: float        # the slowest client of the round (with fog: the slowest fog node, see FogRecord)
     wall_time_s: float
     clients_available: int
     clients_sampled: int
     clients_ok: int
     clients_failed: int
+    cloud_round: int         # 1 when the cloud aggregated this round (always without fog nodes)
 
 
 @dataclass(frozen=True)
@@ -99,6 +104,30 @@ class TierRecord:
     density: float
 
 
+@dataclass(frozen=True)
+class FogRecord:
+    """One fog node in one round."""
+
+    round: int
+    fog_node: str
+    profile: str
+    devices: int             # devices that belong to it
+    clients_sampled: int
+    clients_ok: int
+    examples: int            # of its clients that finished the round
+    accuracy: float          # its aggregate of the round, on the entries its clients kept (NaN: no client
+                             # finished, or fog.evaluate is off)
+    loss: float
+    upload_bytes: int        # from its devices (local link)
+    download_bytes: int      # to its devices
+    wan_upload_bytes: int    # to the cloud (cloud rounds)
+    wan_download_bytes: int  # from the cloud (cloud rounds)
+    device_time_s: float     # its slowest client that finished
+    aggregation_s: float     # its aggregation: 2 FLOPs per entry received, over its FLOP/s
+    wan_time_s: float        # its wide-area transfers (cloud rounds)
+    sim_time_s: float        # device_time_s + aggregation_s + wan_time_s
+
+
 def _columns(*parts: type) -> list[str]:
     return [f.name for part in parts for f in fields(part) if f.name != "report"]
 
@@ -110,6 +139,7 @@ def _typed(kind: type, *parts: type) -> set[str]:
 ROUND_COLUMNS = _columns(RoundRecord)
 CLIENT_COLUMNS = [*_columns(ClientRow, DeviceReport), "failed"]
 TIER_COLUMNS = _columns(TierRecord)
-INT_COLUMNS = _typed(int, ClientRow, DeviceReport, RoundRecord, TierRecord) | {"failed"}
-TEXT_COLUMNS = _typed(str, ClientRow, TierRecord)
+FOG_COLUMNS = _columns(FogRecord)
+INT_COLUMNS = _typed(int, ClientRow, DeviceReport, RoundRecord, TierRecord, FogRecord) | {"failed"}
+TEXT_COLUMNS = _typed(str, ClientRow, TierRecord, FogRecord)
 WALL_COLUMNS = ["wall_time_s"]  # the only columns that differ between two runs of one seed

@@ -26,6 +26,7 @@ from fogsim.sim.client_app import FleetSpec, make_client_app
 from fogsim.sim.cluster import init_args, resolve_address, start_ray, stop_ray
 from fogsim.sim.device_state import DeviceStates
 from fogsim.sim.fleet import Fleet, build_fleet
+from fogsim.sim.fog import build_fog
 from fogsim.sim.outputs import RunFiles, read_run, read_tiers, summarize
 from fogsim.sim.partition import partition_indices
 from fogsim.sim.scenario import MAX_NODES, Scenario, load_scenario, resolved_yaml
@@ -46,6 +47,8 @@ class Prepared:
     def identity(self) -> dict:
         """What a checkpoint must match to be resumed by this scenario: its text and its fleet plan."""
         fleet = [[t.profile_name, t.profile.model_dump(), t.plan.as_dict(), t.count] for t in self.fleet.tiers]
+        if self.spec.fog is not None:  # the fog nodes' resolved profiles (flat runs: as before fog nodes existed)
+            fleet.append([[n.name, n.profile.model_dump()] for n in self.spec.fog.nodes])
         return {"scenario": checkpoint.digest(resolved_yaml(self.scenario)),
                 "fleet": checkpoint.digest(json.dumps(fleet, sort_keys=True))}
 
@@ -61,9 +64,10 @@ def prepare(path: str | Path, sets: list[str] = (), base: Path | None = None) ->
     except FogsimError as error:
         raise FogsimError(f"data.name: {error}") from None
     fleet = build_fleet(scenario, base, data.input_shape, data.num_classes)
+    fog = build_fog(scenario, fleet)
     check_resources(scenario)
     partitions = partition_indices(data.train_y.numpy(), d.partition, len(fleet), scenario.seed)
-    return Prepared(scenario, data, fleet, FleetSpec(scenario, fleet, partitions), base.resolve())
+    return Prepared(scenario, data, fleet, FleetSpec(scenario, fleet, partitions, fog), base.resolve())
 
 
 def prepare_resume(out: Path) -> Prepared:
@@ -144,12 +148,13 @@ def run(prepared: Prepared, out: Path, on_round: Callable[[dict], None] | None =
     start = time.perf_counter()
     try:
         if resume:
-            files = RunFiles.resume(out, resumed.round)
+            files = RunFiles.resume(out, resumed.round, fog=scenario.fog is not None)
             first_round = resumed.round + 1
             initial = ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in resumed.arrays.items()})
             strategy_state = resumed.strategy
         else:
-            files, first_round, initial, strategy_state = RunFiles(out, resolved_yaml(scenario)), 1, None, None
+            files, first_round, initial, strategy_state = RunFiles(
+                out, resolved_yaml(scenario), fog=scenario.fog is not None), 1, None, None
         job = ServerJob(prepared.spec, prepared.data, files, nodes_for(scenario, len(prepared.fleet)), states,
                         first_round, initial, checkpoint_meta={**identity, "base": str(prepared.base)},
                         strategy_state=strategy_state,

@@ -19,6 +19,12 @@ union model above is not what any device holds.
 After the last round the server also evaluates, per profile, the final global model under each
 device's last known mask — sampled in the last round or not — and writes ``tiers.csv``
 (``RoundEnd.evaluate_tiers``): the summary's accuracy per profile, always there.
+
+With fog nodes (a scenario's ``fog`` section) the strategy is ``strategies.Hierarchical`` around
+the scenario's own: every round each fog node aggregates its devices, every ``cloud_every``
+rounds the cloud aggregates the fog nodes. The round's ``accuracy`` is then the cloud's model
+(unchanged between cloud rounds), ``device_accuracy`` each client's fog-node model under its
+mask, and ``fog_nodes.csv`` has every node's own aggregate, traffic and time (``FogRounds``).
 """
 
 from __future__ import annotations
@@ -38,10 +44,13 @@ from fogsim.data import Dataset
 from fogsim.models import build_model
 from fogsim.sim import checkpoint
 from fogsim.sim.client_app import UNIFORM_WEIGHT_KEY, FleetSpec
+from fogsim.sim import cost
 from fogsim.sim.device_state import DeviceStates, pack_masks, unpack_masks
+from fogsim.sim.fog import FogLayer
 from fogsim.sim.fog_grid import FogGrid
 from fogsim.sim.outputs import RunFiles
-from fogsim.sim.reports import EXAMPLES_KEY, ClientRow, DeviceReport, RoundRecord, TierRecord
+from fogsim.sim.reports import EXAMPLES_KEY, ClientRow, DeviceReport, FogRecord, RoundRecord, TierRecord
+from fogsim.sim.scenario import fog_device_counts
 import strategies
 
 TIER_MASKS = 64  # distinct masks evaluated per profile at the end of a run, at most
@@ -55,29 +64,44 @@ def union(masks: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     return {name: torch.stack([m[name] for m in masks]).any(0) for name in masks[0]} if masks else {}
 
 
+SERVER = "server"  # clients.csv's fog_node of a device that talks to the server directly (no fog layer)
+
+
 def client_rows(spec: FleetSpec, grid: FogGrid) -> list[dict]:
     rows = []
-    for device_id, reply in grid.replies:
+    nodes = spec.fog.of([device for device, _ in grid.replies]) if spec.fog is not None else None
+    for i, (device_id, reply) in enumerate(grid.replies):
         tier = spec.fleet.tier_of(device_id)
         report = None if reply.has_error() else DeviceReport.from_metrics(reply.content["metrics"])
-        rows.append(ClientRow(grid.round, device_id, tier.profile_name, tier.plan.budget_bytes, report).as_row())
+        node = spec.fog.nodes[int(nodes[i])].name if nodes is not None else SERVER
+        rows.append(ClientRow(grid.round, device_id, tier.profile_name, tier.plan.budget_bytes, node, report).as_row())
     return rows
 
 
-def round_row(round_: int, evaluation: "Evaluation", clients: list[dict], grid: FogGrid, wall_time_s: float) -> dict:
+def round_row(round_: int, evaluation: "Evaluation", clients: list[dict], grid: FogGrid, wall_time_s: float,
+              fog_rows: list[dict] | None = None, cloud_round: bool = True) -> dict:
+    """The round's row; without fog rows the devices' traffic is the wide-area traffic and the slowest
+    device the round's time, with them the fog nodes' sums and the slowest fog node."""
     ok = [c for c in clients if not c["failed"]]
     examples = sum(c["num_examples"] for c in ok)
+    upload = sum(c["upload_bytes"] for c in ok)
+    download = sum(c["download_bytes"] for c in ok)
+    if fog_rows is None:
+        wan_upload, wan_download = upload, download
+        sim_time = max((c["sim_time_s"] for c in ok), default=0.0)
+    else:
+        wan_upload = sum(f["wan_upload_bytes"] for f in fog_rows)
+        wan_download = sum(f["wan_download_bytes"] for f in fog_rows)
+        sim_time = max((f["sim_time_s"] for f in fog_rows), default=0.0)
     return asdict(RoundRecord(
         round=round_, accuracy=evaluation.accuracy, loss=evaluation.loss,
         device_accuracy=evaluation.device_accuracy,
         density=sum(c["density"] * c["num_examples"] for c in ok) / examples if examples else float("nan"),
         global_density=evaluation.global_density,
-        upload_bytes=sum(c["upload_bytes"] for c in ok),
-        download_bytes=sum(c["download_bytes"] for c in ok),
-        sim_time_s=max((c["sim_time_s"] for c in ok), default=0.0),
-        wall_time_s=wall_time_s,
+        upload_bytes=upload, download_bytes=download, wan_upload_bytes=wan_upload, wan_download_bytes=wan_download,
+        sim_time_s=sim_time, wall_time_s=wall_time_s,
         clients_available=len(grid.available), clients_sampled=len(grid.sampled),
-        clients_ok=len(ok), clients_failed=len(clients) - len(ok)))
+        clients_ok=len(ok), clients_failed=len(clients) - len(ok), cloud_round=int(cloud_round)))
 
 
 @dataclass(frozen=True)
@@ -110,7 +134,9 @@ class RoundEnd:
         self.prunable = Topology(self.model, data.input_shape).prunable
         self.shapes = {n: tuple(self.model.get_parameter(n).shape) for n in self.prunable}
         self.clock = time.perf_counter()
-        self.strategy: strategies.Resumable | None = None  # whose optimizer state each checkpoint keeps
+        self.strategy: strategies.Resumable | strategies.Hierarchical | None = None  # whose state each checkpoint keeps
+        self.fog_rounds = FogRounds(self, spec.fog) if spec.fog is not None else None
+        self.last_arrays: ArrayRecord | None = None
 
     def __call__(self, flower_round: int, arrays: ArrayRecord) -> MetricRecord | None:
         row = None
@@ -119,6 +145,7 @@ class RoundEnd:
                 self.checkpoint(0, arrays)  # a run that dies in round 1 resumes from its start
             self.grid.start_round(self.job.first_round)
         else:
+            self.last_arrays = arrays
             evaluation = self.evaluate(arrays)
             if self.grid.round == self.spec.scenario.rounds:  # before the row: a finished run has its tiers
                 self.files.write_tiers(self.evaluate_tiers(arrays))
@@ -133,8 +160,8 @@ class RoundEnd:
             checkpoint.save(self.files.out, round_, {k: a.numpy() for k, a in arrays.items()}, self.grid.states,
                             self.job.checkpoint_meta, self.strategy.state_arrays() if self.strategy else None)
 
-    def client_masks(self) -> list[tuple[int, bytes, dict[str, torch.Tensor]]]:
-        """``(examples, packed mask, masks)`` of every client that finished the round, from its state."""
+    def client_masks(self) -> list[tuple[int, bytes, dict[str, torch.Tensor], int]]:
+        """``(examples, packed mask, masks, device)`` of every client that finished the round, from its state."""
         out = []
         for device, reply in self.grid.replies:
             if reply.has_error():
@@ -142,7 +169,7 @@ class RoundEnd:
             bits = self.grid.states.get(device).mask
             masks = {n: torch.from_numpy(m) for n, m in unpack_masks(bits, self.shapes).items()} if bits is not None \
                 else {n: torch.ones(shape, dtype=torch.bool) for n, shape in self.shapes.items()}
-            out.append((int(reply.content["metrics"][EXAMPLES_KEY]), self.key(masks), masks))
+            out.append((int(reply.content["metrics"][EXAMPLES_KEY]), self.key(masks), masks, device))
         return out
 
     def key(self, masks: dict[str, torch.Tensor]) -> bytes:
@@ -153,24 +180,36 @@ class RoundEnd:
         each client's own mask."""
         state = arrays.to_torch_state_dict()
         clients = self.client_masks()
-        everyone = union([masks for _, _, masks in clients])
+        everyone = union([masks for _, _, masks, _ in clients])
         self.model.load_state_dict(masked(state, everyone))
         accuracy, loss = evaluate(self.model, self.test_x, self.test_y)
         state = {k: v.clone() for k, v in self.model.state_dict().items()}  # load_state_dict below writes in place
         device_accuracy = float("nan")
         if self.spec.scenario.evaluation.device_masks and clients:
-            # Devices often share a mask (always, without pruning): one test pass per distinct mask.
-            seen = {self.key(everyone): accuracy}
+            # Devices often share a mask (always, without pruning): one test pass per distinct mask
+            # (and, with fog nodes between cloud rounds, per distinct fog-node model).
+            held = self.fog_models(arrays, [device for *_, device in clients])
+            seen = {(id(arrays), self.key(everyone)): accuracy}
+            states = {id(arrays): state}
             scores = []
-            for examples, key, masks in clients:
-                if key not in seen:
-                    self.model.load_state_dict(masked(state, masks))
-                    seen[key] = evaluate(self.model, self.test_x, self.test_y)[0]
-                scores.append((examples, seen[key]))
+            for (examples, key, masks, _), model in zip(clients, held):
+                if (id(model), key) not in seen:
+                    if id(model) not in states:
+                        states[id(model)] = model.to_torch_state_dict()
+                    self.model.load_state_dict(masked(states[id(model)], masks))
+                    seen[id(model), key] = evaluate(self.model, self.test_x, self.test_y)[0]
+                scores.append((examples, seen[id(model), key]))
             device_accuracy = sum(n * a for n, a in scores) / sum(n for n, _ in scores)
         kept = sum(int(torch.count_nonzero(state[n])) for n in self.prunable)
         density = kept / sum(state[n].numel() for n in self.prunable)
         return Evaluation(accuracy, loss, device_accuracy, density)
+
+    def fog_models(self, arrays: ArrayRecord, devices: list[int]) -> list[ArrayRecord]:
+        """The model each device's node holds after the round: ``arrays`` without fog nodes or after
+        a cloud round, its fog node's aggregate in between."""
+        if not isinstance(self.strategy, strategies.Hierarchical) or not devices:
+            return [arrays] * len(devices)
+        return [self.strategy.model_of(int(node)) for node in self.spec.fog.of(devices)]
 
     def evaluate_tiers(self, arrays: ArrayRecord) -> list[dict]:
         """``tiers.csv``'s rows: per profile, the global model ``arrays`` under each of its devices'
@@ -229,11 +268,102 @@ class RoundEnd:
         """Write the round's client rows and its row; report the row."""
         wall_time_s = time.perf_counter() - self.clock
         clients = client_rows(self.spec, self.grid)
-        row = round_row(round_, evaluation, clients, self.grid, wall_time_s)
-        self.files.write_round(row, clients)
+        if self.fog_rounds is None:
+            row = round_row(round_, evaluation, clients, self.grid, wall_time_s)
+            self.files.write_round(row, clients)
+        else:
+            fog_rows = self.fog_rounds.rows(round_, clients, self.strategy, self.last_arrays)
+            row = round_row(round_, evaluation, clients, self.grid, wall_time_s, fog_rows,
+                            self.strategy.last_was_cloud)
+            self.files.write_round(row, clients, fog_rows)
         if self.on_round is not None:
             self.on_round(row)
         return row
+
+
+class FogRounds:
+    """``fog_nodes.csv``'s rows of a round: each fog node's clients, aggregate, traffic and time.
+
+    A node's time is its slowest client that finished (whose transfers ran over the node's local
+    link), plus its aggregation (2 FLOPs per entry it received: the kept entries of each upload and
+    every entry of the tensors sent dense, over the node's FLOP/s), plus, in a cloud round, its
+    wide-area upload (its model packed on its devices' masks since the last cloud round) and
+    download (the cloud's model on the union of the last known masks of all its devices; dense if
+    one of them has none yet, or with ``strategy.download: dense``). The cloud's own aggregation
+    is not timed.
+    """
+
+    def __init__(self, end: RoundEnd, fog: FogLayer):
+        self.end, self.fog = end, fog
+        self.devices = fog_device_counts(end.spec.scenario)
+        self.evaluate = end.spec.fog.evaluate
+        model = end.model
+        self.params = sum(p.numel() for p in model.state_dict().values())
+        self.prunable = sum(model.get_parameter(n).numel() for n in end.prunable)
+
+    def rows(self, round_: int, clients: list[dict], strategy: "strategies.Hierarchical",
+             arrays: ArrayRecord) -> list[dict]:
+        end = self.end
+        count = len(self.fog)
+        sampled = np.bincount(self.fog.of(end.grid.sampled), minlength=count) if end.grid.sampled else \
+            np.zeros(count, dtype=np.int64)
+        ok: dict[str, list[dict]] = {node.name: [] for node in self.fog.nodes}
+        for c in clients:
+            if not c["failed"]:
+                ok[c["fog_node"]].append(c)
+        masks = {device: m for _, _, m, device in end.client_masks()} if self.evaluate else {}
+        downloads = self.wan_downloads(arrays) if strategy.last_was_cloud else [0] * count
+        rows = []
+        for j, node in enumerate(self.fog.nodes):
+            mine = ok[node.name]
+            report = strategy.last_round[j] if strategy.last_round else None
+            accuracy = loss = float("nan")
+            if self.evaluate and report is not None and report.model is not None:
+                kept = union([masks[c["client_id"]] for c in mine if c["client_id"] in masks])
+                end.model.load_state_dict(masked(report.model.to_torch_state_dict(), kept))
+                accuracy, loss = evaluate(end.model, end.test_x, end.test_y)
+            received = sum(c["density"] * self.prunable + self.params - self.prunable for c in mine)
+            aggregation_s = 2.0 * received / node.profile.flops
+            up = strategies.encoded_nbytes({k: a.numpy() for k, a in report.wan_upload.items()}) \
+                if report is not None and report.wan_upload is not None else 0
+            down = downloads[j]
+            wan_s = cost.transfer_seconds(up, node.profile.uplink) + cost.transfer_seconds(down, node.profile.downlink)
+            device_s = max((c["sim_time_s"] for c in mine), default=0.0)
+            rows.append(asdict(FogRecord(
+                round=round_, fog_node=node.name, profile=node.profile_name, devices=self.devices[j],
+                clients_sampled=int(sampled[j]), clients_ok=len(mine), examples=sum(c["num_examples"] for c in mine),
+                accuracy=accuracy, loss=loss, upload_bytes=sum(c["upload_bytes"] for c in mine),
+                download_bytes=sum(c["download_bytes"] for c in mine), wan_upload_bytes=up, wan_download_bytes=down,
+                device_time_s=device_s, aggregation_s=aggregation_s, wan_time_s=wan_s,
+                sim_time_s=device_s + aggregation_s + wan_s)))
+        return rows
+
+    def wan_downloads(self, arrays: ArrayRecord) -> list[int]:
+        """Bytes each fog node receives from the cloud: the model on the union of its devices' masks."""
+        dense_state = {k: a.numpy() for k, a in arrays.items()}
+        dense = strategies.encoded_nbytes(dense_state)
+        if self.end.spec.scenario.strategy.download == "dense":
+            return [dense] * len(self.fog)
+        states = self.end.grid.states
+        held = states.mask_keys()
+        keys = list(held.values())
+        nodes = self.fog.of(np.fromiter(held, dtype=np.int64, count=len(held)))
+        order = np.argsort(nodes, kind="stable")
+        bounds = np.searchsorted(nodes[order], np.arange(len(self.fog) + 1))
+        unpacked: dict[bytes, dict[str, np.ndarray]] = {}
+        out = []
+        for j in range(len(self.fog)):
+            mine = order[bounds[j]:bounds[j + 1]]
+            if len(mine) < self.devices[j]:  # a device without a mask receives the dense model
+                out.append(dense)
+                continue
+            kept = None
+            for key in {keys[i] for i in mine}:
+                if key not in unpacked:
+                    unpacked[key] = unpack_masks(states.masks.get(key), self.end.shapes)
+                kept = unpacked[key] if kept is None else {n: kept[n] | m for n, m in unpacked[key].items()}
+            out.append(min(dense, strategies.encoded_nbytes(strategies.pack_masked_state(dense_state, kept))))
+        return out
 
 
 @dataclass
@@ -271,6 +401,10 @@ def serve(grid: Grid, job: ServerJob) -> None:
     initial = job.initial or ArrayRecord(
         build_model(scenario.model, job.data.input_shape, job.data.num_classes, seed=scenario.seed).state_dict())
     strategy = make_strategy(scenario.strategy)
+    if job.spec.fog is not None:
+        fog = job.spec.fog
+        strategy = strategies.Hierarchical(strategy, make_strategy(scenario.strategy, fog_level=True), fog.of,
+                                           len(fog), fog.cloud_every, scenario.rounds, device_of=fog_grid.device_of)
     strategy.round_offset = job.first_round - 1
     if job.strategy_state:
         strategy.load_state_arrays(job.strategy_state)
@@ -280,11 +414,17 @@ def serve(grid: Grid, job: ServerJob) -> None:
                    evaluate_fn=round_end)
 
 
-def make_strategy(settings) -> strategies.Resumable:
-    """The scenario's strategy (``strategy`` section) over the fog: every node the fog shows is trained."""
+def make_strategy(settings, fog_level: bool = False) -> strategies.Resumable:
+    """The scenario's strategy (``strategy`` section) over the fog: every node the fog shows is trained.
+
+    ``fog_level``: the aggregation a fog node runs, the same without a server optimizer
+    (``masked-fedavg`` with the scenario's rule, or Flower's ``fedavg``)."""
     weight_key = EXAMPLES_KEY if settings.weighting == "examples" else UNIFORM_WEIGHT_KEY
+    name = settings.name
+    if fog_level:
+        name = "masked-fedavg" if name.startswith("masked-") else "fedavg"
     return strategies.build(
-        settings.name, rule=settings.rule, quorum=settings.quorum, server_lr=settings.server_lr,
+        name, rule=settings.rule, quorum=settings.quorum, server_lr=settings.server_lr,
         server_momentum=settings.server_momentum, beta_1=settings.beta_1, beta_2=settings.beta_2, tau=settings.tau,
         fraction_train=1.0, fraction_evaluate=0.0, min_train_nodes=0, min_evaluate_nodes=0, min_available_nodes=0,
         weighted_by_key=weight_key)
