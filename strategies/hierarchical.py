@@ -12,8 +12,8 @@ the Grid. It wraps two strategies of the scenario's kind:
   or Flower's ``fedavg``); each round it aggregates, node by node, the replies of the node's
   devices, with the node's own model as the previous one.
 
-Each device receives its fog node's model. In a cloud round (every ``cloud_every`` rounds, and
-always the last) each fog node that had replies since the last cloud round sends its model to
+Each device receives its fog node's model. In a cloud round (every ``cloud_every`` rounds, every
+round through ``sync_through``, and always the last) each fog node that had replies since the last cloud round sends its model to
 the cloud as a reply of its own: packed on the union of its devices' masks over that period
 (entries none of them kept are the cloud's value anyway, or zero under ``consensus``), weighted by the sum of its devices'
 weights (examples) over the period. The cloud aggregates those replies with its own
@@ -79,11 +79,14 @@ class Hierarchical(Strategy):
         Rounds between two aggregations at the cloud.
     num_rounds : int
         The run's last round, which always ends with the cloud aggregating.
+    sync_through : int (default: 0)
+        Every round up to and including this one ends with the cloud aggregating too (fogsim:
+        the rounds in which devices prune, so that they prune the same shared weights).
     """
 
     def __init__(self, cloud: Strategy, fog: Strategy, node_of: Callable[[Sequence[int]], Sequence[int]],
                  nodes: int, cloud_every: int, num_rounds: int,
-                 device_of: Callable[[Message], int] | None = None) -> None:
+                 device_of: Callable[[Message], int] | None = None, sync_through: int = 0) -> None:
         if nodes < 1:
             raise ValueError(f"a hierarchy needs at least one fog node, got {nodes}")
         if cloud_every < 1:
@@ -91,6 +94,7 @@ class Hierarchical(Strategy):
         self.cloud, self.fog, self.node_of = cloud, fog, node_of
         self.device_of = device_of or (lambda reply: int(reply.metadata.src_node_id))
         self.nodes, self.cloud_every, self.num_rounds = nodes, cloud_every, num_rounds
+        self.sync_through = sync_through
         self.weighted_by_key = cloud.weighted_by_key
         self.masked = isinstance(cloud, MaskedFedAvg)
         self.models: list[ArrayRecord | None] = [None] * nodes  # None: the node holds the cloud's model
@@ -110,8 +114,9 @@ class Hierarchical(Strategy):
         self.cloud.round_offset = value
 
     def cloud_round(self, run_round: int) -> bool:
-        """Whether the run's round ``run_round`` ends with the cloud aggregating (always the last)."""
-        return run_round % self.cloud_every == 0 or run_round >= self.num_rounds
+        """Whether the run's round ``run_round`` ends with the cloud aggregating: every ``cloud_every``,
+        every one through ``sync_through``, and always the last."""
+        return run_round % self.cloud_every == 0 or run_round <= self.sync_through or run_round >= self.num_rounds
 
     def model_of(self, node: int) -> ArrayRecord:
         """The model fog node ``node`` holds now (what its devices receive next)."""

@@ -241,3 +241,10 @@ def test_state_of_another_hierarchy_is_refused():
 def test_bad_hierarchy_is_refused(nodes, every, message):
     with pytest.raises(ValueError, match=message):
         Hierarchical(_build("masked-fedavg"), _build("masked-fedavg"), lambda ids: ids, nodes, every, 3)
+
+
+def test_cloud_rounds_every_n_every_round_through_sync_through_and_the_last():
+    tree = Hierarchical(_build("masked-fedavg"), _build("masked-fedavg"), lambda ids: ids, 2, 4, 11, sync_through=3)
+    assert [r for r in range(1, 12) if tree.cloud_round(r)] == [1, 2, 3, 4, 8, 11]
+    tree.sync_through = 0
+    assert [r for r in range(1, 12) if tree.cloud_round(r)] == [4, 8, 11]

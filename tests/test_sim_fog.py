@@ -201,3 +201,46 @@ def test_fog_evaluate_off_leaves_the_fog_nodes_accuracy_empty_and_nothing_else_c
     on, off = (pd.read_csv(tmp_path / r / "fog_nodes.csv") for r in ("on", "off"))
     assert on["accuracy"].notna().any() and off["accuracy"].isna().all() and off["loss"].isna().all()
     pd.testing.assert_frame_equal(on.drop(columns=["accuracy", "loss"]), off.drop(columns=["accuracy", "loss"]))
+
+
+def test_a_sweep_plans_one_run_per_cloud_every_and_refuses_a_bad_one():
+    from fogsim.errors import FogsimError
+    from fogsim.sim.sweep import plan
+
+    fog = ["fog.nodes=[{name: a}, {name: b}]"]
+    points = plan(QUICKSTART, "fog.cloud_every", ["1", "3"], fog)
+    assert [p.name for p in points] == ["fog.cloud_every=1", "fog.cloud_every=3"]
+    assert [p.prepared.spec.fog.cloud_every for p in points] == [1, 3]
+    with pytest.raises(FogsimError, match=r"sweep value fog.cloud_every=0: .*fog\.cloud_every: .*greater than or equal"):
+        plan(QUICKSTART, "fog.cloud_every", ["2", "0"], fog)
+
+
+def test_fogsim_run_on_ray_writes_what_the_in_process_rounds_write(tmp_path, capsys):
+    """The fog layer reaches Ray's workers (the spec, with the fog nodes, travels once per worker):
+    a real run gives the in-process run's files, number for number."""
+    from fogsim.cli import main
+
+    sets = ["rounds=3", *TWO_NODES]
+    serve_in_process(tmp_path / "inprocess", sets)
+    argv = ["run", QUICKSTART, "--out", str(tmp_path / "ray"), "--quiet"]
+    for assignment in sets:
+        argv += ["--set", assignment]
+    assert main(argv) == 0, capsys.readouterr().err
+    for name in ("rounds.csv", "clients.csv", "tiers.csv", "fog_nodes.csv"):
+        a, b = (pd.read_csv(tmp_path / d / name) for d in ("inprocess", "ray"))
+        if name == "rounds.csv":
+            a, b = a.drop(columns=WALL_COLUMNS), b.drop(columns=WALL_COLUMNS)
+        pd.testing.assert_frame_equal(a, b, obj=name)
+    assert (tmp_path / "ray" / "fog_nodes.png").is_file()
+
+
+@pytest.mark.parametrize("method, through", [("dynhp", 3), ("dense", 0)])
+def test_sync_while_pruning_syncs_every_round_of_the_pruning_window(tmp_path, method, through):
+    """quickstart prunes until 0.6 of 5 rounds: the cloud aggregates after rounds 1-3, then every 4 (and the last)."""
+    out = tmp_path / method
+    sets = [*BASE, *TWO_NODES, "rounds=5", "fog.cloud_every=4", "fog.sync_while_pruning=true",
+            f"pruning.method={method}", *(["fleet[0].overrides.memory_budget=1MiB"] if method == "dense" else [])]
+    _, prepared = serve_in_process(out, sets)
+    assert prepared.spec.fog.sync_through == through
+    cloud = [r["round"] for r in read_run(out)[0] if r["cloud_round"]]
+    assert cloud == sorted({*range(1, through + 1), 4, 5})

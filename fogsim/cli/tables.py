@@ -57,8 +57,9 @@ def fog_table(prepared) -> Table | None:
         return None
     from fogsim.sim.scenario import fog_device_counts
 
+    through = f", every round through round {fog.sync_through} (pruning)" if fog.sync_through else ""
     table = Table(title=f"{len(fog)} fog nodes, the cloud aggregates every {fog.cloud_every} round"
-                        f"{'s' if fog.cloud_every > 1 else ''} and in the last")
+                        f"{'s' if fog.cloud_every > 1 else ''}{through} and in the last")
     for column in ("fog node", "profile", "devices", "profiles of its devices", "to cloud (up / down)",
                    "local link (up / down)", "compute"):
         table.add_column(column, justify="right" if column == "devices" else "left")

@@ -13,6 +13,7 @@ not slow each other down (contention is not modelled).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -69,13 +70,15 @@ class FogNodeInfo:
 class FogLayer:
     """The fog nodes of a scenario and the node of every device.
 
-    ``of(devices)`` maps device ids to node indices (positions in ``nodes``); ``cloud_round``
-    says whether a round ends with an aggregation at the cloud.
+    ``of(devices)`` maps device ids to node indices (positions in ``nodes``). Which rounds end
+    with an aggregation at the cloud is ``strategies.Hierarchical.cloud_round``'s to say.
     """
 
     def __init__(self, nodes: list[FogNodeInfo], cloud_every: int, rounds: int, fleet: Fleet,
-                 placement: list[tuple[int | None, int]], evaluate: bool = True):
+                 placement: list[tuple[int | None, int]], evaluate: bool = True,
+                 sync_through: int = 0):
         self.nodes = nodes
+        self.sync_through = sync_through  # every round through this one ends at the cloud (fog.sync_while_pruning)
         self.evaluate = evaluate  # each node's aggregate on the test set every round (fog.evaluate)
         self.cloud_every = cloud_every
         self.rounds = rounds
@@ -123,10 +126,6 @@ class FogLayer:
                 "downlink": min(tier.profile.downlink, fog.local_downlink)})
         return self._capped[key]
 
-    def cloud_round(self, round_: int) -> bool:
-        """Whether round ``round_`` ends with the cloud aggregating the fog nodes (always the last)."""
-        return round_ % self.cloud_every == 0 or round_ == self.rounds
-
 
 def node_profile(scenario: Scenario, index: int) -> tuple[str, FogProfile]:
     node = scenario.fog.nodes[index]
@@ -159,4 +158,13 @@ def build_fog(scenario: Scenario, fleet: Fleet) -> FogLayer | None:
         else:
             placement.append((None, spread))
             spread += tier.count
-    return FogLayer(nodes, scenario.fog.cloud_every, scenario.rounds, fleet, placement, scenario.fog.evaluate)
+    return FogLayer(nodes, scenario.fog.cloud_every, scenario.rounds, fleet, placement, scenario.fog.evaluate,
+                    pruning_rounds(scenario) if scenario.fog.sync_while_pruning else 0)
+
+
+def pruning_rounds(scenario: Scenario) -> int:
+    """The last round whose end a device's next pruning step still follows: devices prune at the
+    start of the rounds their schedule's window covers (``pruning.prune_end`` of the rounds)."""
+    if scenario.pruning.method == "dense":
+        return 0
+    return math.ceil(scenario.pruning.prune_end * scenario.rounds)

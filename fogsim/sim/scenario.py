@@ -224,6 +224,10 @@ class Fog(_Section):
 
     cloud_every: int = Field(1, ge=1, le=MAX_ROUNDS, description="rounds between two aggregations at the cloud; "
                              "the last round always ends with one")
+    sync_while_pruning: bool = Field(
+        False, description="also aggregate at the cloud every round until the pruning window ends (rounds up to "
+        "pruning.prune_end x rounds), so every region's devices prune the same shared weights and their masks stay "
+        "aligned; then every cloud_every rounds")
     assign: Literal["round-robin", "by-profile"] = Field(
         "round-robin", description="where devices of fleet entries without fog go: round-robin: the k-th such "
         "device to node k mod (number of nodes); by-profile: the j-th distinct profile among those entries to "

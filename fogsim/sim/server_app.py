@@ -403,8 +403,10 @@ def serve(grid: Grid, job: ServerJob) -> None:
     strategy = make_strategy(scenario.strategy)
     if job.spec.fog is not None:
         fog = job.spec.fog
-        strategy = strategies.Hierarchical(strategy, make_strategy(scenario.strategy, fog_level=True), fog.of,
-                                           len(fog), fog.cloud_every, scenario.rounds, device_of=fog_grid.device_of)
+        strategy = strategies.Hierarchical(strategy,
+                                           make_strategy(scenario.strategy, fog_level=True), fog.of,
+                                           len(fog), fog.cloud_every, scenario.rounds, device_of=fog_grid.device_of,
+                                           sync_through=fog.sync_through)
     strategy.round_offset = job.first_round - 1
     if job.strategy_state:
         strategy.load_state_arrays(job.strategy_state)
