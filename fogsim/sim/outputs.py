@@ -262,6 +262,7 @@ def summarize(name: str, rounds: list[dict], clients: list[dict], fleet, wall_ti
         "loss": last.get("loss"),
         "best_accuracy": max((r["accuracy"] for r in rounds), default=None),
         "device_accuracy": last.get("device_accuracy"),
+        "global_density": last.get("global_density"),
         "upload_bytes": sum(r["upload_bytes"] for r in rounds),
         "download_bytes": sum(r["download_bytes"] for r in rounds),
         "wan_upload_bytes": sum(r.get("wan_upload_bytes", r["upload_bytes"]) for r in rounds),
