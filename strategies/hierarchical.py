@@ -40,7 +40,7 @@ from flwr.common import MessageType
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
-from .encoding import pack_masked_state, unpack_masked_state
+from .encoding import pack_masked_state
 from .masked_fedavg import MaskedFedAvg
 
 STATE_PREFIX = "hier"
@@ -163,7 +163,8 @@ class Hierarchical(Strategy):
                 continue
             weight = sum(float(next(iter(r.content.metric_records.values()))[self.weighted_by_key]) for r in valid)
             report.replies, report.weight, report.model = len(valid), weight, model
-            report.union = self._union(valid)
+            # The masks the per-node MaskedFedAvg has just unpacked; Flower's FedAvg reads dense uploads.
+            report.union = self._union(self.fog._round_masks) if isinstance(self.fog, MaskedFedAvg) else {}
             self.models[node] = model
             self.weights[node] += weight
             self.unions[node] = report.union if self.unions[node] is None else {
@@ -186,11 +187,9 @@ class Hierarchical(Strategy):
         return self.fog.aggregate_train(server_round, group)
 
     @staticmethod
-    def _union(valid: list[Message]) -> dict[str, np.ndarray]:
+    def _union(masks: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
         """The replies' masks or'ed, for the tensors every reply sent packed (others count as kept)."""
-        masks = [unpack_masked_state({k: a.numpy() for k, a in next(iter(r.content.array_records.values())).items()})[1]
-                 for r in valid]
-        names = set.intersection(*(set(m) for m in masks))
+        names = set.intersection(*(set(m) for m in masks)) if masks else set()
         return {name: np.logical_or.reduce([m[name].astype(bool) for m in masks]) for name in sorted(names)}
 
     def _upload(self, node: int) -> ArrayRecord:
