@@ -175,6 +175,10 @@ def test_compare_and_plots_show_the_wide_area_of_flat_and_fog_runs(tmp_path):
         "wan_download_bytes"].sum()
     assert per_run.loc["flat", "wan_bytes"] == flat_rounds["upload_bytes"].sum() + flat_rounds["download_bytes"].sum()
     assert per_run.loc["fog", "cloud_every"] == 2 and pd.isna(per_run.loc["flat", "cloud_every"])
+    from fogsim import load_run
+
+    assert load_run(tmp_path / "flat").fog_nodes is None
+    pd.testing.assert_frame_equal(load_run(tmp_path / "fog").fog_nodes, pd.read_csv(tmp_path / "fog" / "fog_nodes.csv"))
     paths = plot_run(tmp_path / "fog")
     assert tmp_path / "fog" / "fog_nodes.png" in paths and (tmp_path / "fog" / "fog_nodes.png").stat().st_size > 0
     assert tmp_path / "flat" / "fog_nodes.png" not in plot_run(tmp_path / "flat")

@@ -19,7 +19,8 @@ import pandas as pd
 
 from fogsim.errors import FogsimError
 from fogsim.rundir import claim
-from fogsim.sim.reports import CLIENT_COLUMNS, ROUND_COLUMNS, TEXT_COLUMNS
+from fogsim.sim.outputs import FOG_FILE
+from fogsim.sim.reports import CLIENT_COLUMNS, FOG_COLUMNS, ROUND_COLUMNS, TEXT_COLUMNS
 from fogsim.sim.safe_yaml import read_text, read_yaml
 from fogsim.units import format_bytes
 
@@ -50,6 +51,7 @@ class Run:
     clients: pd.DataFrame
     summary: dict
     name: str = ""
+    fog_nodes: pd.DataFrame | None = None  # fog_nodes.csv (None: a run without fog nodes)
 
 
 def _read_csv(path: Path, needs: list[str]) -> pd.DataFrame:
@@ -94,7 +96,10 @@ def load_run(path: Path) -> Run:
                          _LATER_ROUNDS).sort_values("round", kind="stable")
     clients = _with_later(_read_csv(path / "clients.csv", [c for c in CLIENT_COLUMNS if c not in _LATER_CLIENTS]),
                           _LATER_CLIENTS)
-    return Run(path=path, scenario=scenario, rounds=rounds.reset_index(drop=True), clients=clients, summary=summary)
+    fog_nodes = _read_csv(path / FOG_FILE, [c for c in FOG_COLUMNS if c not in ("accuracy", "loss")]) \
+        if (path / FOG_FILE).is_file() else None
+    return Run(path=path, scenario=scenario, rounds=rounds.reset_index(drop=True), clients=clients, summary=summary,
+               fog_nodes=fog_nodes)
 
 
 def _with_later(frame: pd.DataFrame, later: dict) -> pd.DataFrame:
