@@ -38,8 +38,8 @@ def test_table_and_verdict(fog):
     results["cloud_every 5"] = [_summary(0.855, 300), _summary(0.857, 300)]
     table = fog.table(results)
     assert table.count("\n") == len(fog.ROWS) + 2
-    assert "| flat | 0.8600 ± 0.0141 | 1.17 KiB | 1.00x fewer | 1000 B | 0.100 |" in table
-    assert "| cloud_every 5 | 0.8560 ± 0.0014 | 300 B | 4.00x fewer |" in table
+    assert "| flat | 0.8600 ± 0.0141 | +0.0000 ± 0.0000 | 1.17 KiB | 1.00x fewer | 1000 B | 0.100 |" in table
+    assert "| cloud_every 5 | 0.8560 ± 0.0014 | -0.0040 ± 0.0127 | 300 B | 4.00x fewer |" in table
     verdict = fog.verdict(results).splitlines()
     assert verdict[0] == ("cloud_every 5: 0.8560 vs flat 0.8600 (-0.0040, within 1 point) at 4.0x fewer "
                           "wide-area bytes (met: 3x or more)")
