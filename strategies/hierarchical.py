@@ -53,7 +53,6 @@ class NodeRound:
     """What one fog node did in a round (``Hierarchical.last_round``)."""
 
     replies: int = 0                       # replies without an error
-    weight: float = 0.0                    # their summed weight (examples)
     model: ArrayRecord | None = None       # its aggregate of the round (None: no reply, unchanged)
     union: dict[str, np.ndarray] | None = None  # the round's clients' masks, or'ed (tensors sent sparse)
     wan_upload: ArrayRecord | None = None  # what it sent the cloud (cloud rounds, with replies since the last)
@@ -68,7 +67,8 @@ class Hierarchical(Strategy):
         The scenario's strategy; a ``MaskedFedAvg`` (or a server optimizer on one) receives the
         fog models packed on their masks, Flower's strategies receive them dense.
     fog : Strategy
-        The per-node aggregation (no server optimizer), with the cloud's ``weighted_by_key``.
+        The per-node aggregation (no server optimizer), with the cloud's ``weighted_by_key``; a
+        ``Resumable`` strategy, told each node's model with ``set_previous``.
     node_of : callable
         Device ids (a sequence) to fog node indices (a sequence), ``0 <= index < nodes``.
     device_of : callable or None
@@ -162,7 +162,7 @@ class Hierarchical(Strategy):
             if model is None:
                 continue
             weight = sum(float(next(iter(r.content.metric_records.values()))[self.weighted_by_key]) for r in valid)
-            report.replies, report.weight, report.model = len(valid), weight, model
+            report.replies, report.model = len(valid), model
             # The masks the per-node MaskedFedAvg has just unpacked; Flower's FedAvg reads dense uploads.
             report.union = self._union(self.fog._round_masks) if isinstance(self.fog, MaskedFedAvg) else {}
             self.models[node] = model
@@ -180,10 +180,7 @@ class Hierarchical(Strategy):
 
     def _aggregate_node(self, server_round: int, node: int, group: list[Message]):
         """The fog aggregation of one node's replies, from the node's model."""
-        previous = self.model_of(node)
-        if isinstance(self.fog, MaskedFedAvg):
-            self.fog._current_arrays = previous
-        self.fog._sent_dtypes = {k: np.dtype(a.dtype) for k, a in previous.items()}
+        self.fog.set_previous(self.model_of(node))
         return self.fog.aggregate_train(server_round, group)
 
     @staticmethod

@@ -2,9 +2,9 @@
 
 Only the aggregation of training replies differs from FedAvg, so only ``aggregate_train``
 is overridden; sampling, the round loop, evaluation and failure handling are Flower's.
-``configure_train`` is extended by two lines: it remembers the global arrays it sends,
-because the rules need the previous global value and ``aggregate_train`` is not given it,
-and it tells clients to send packed uploads. Which rule aggregates is a constructor option
+``configure_train`` tells clients to send packed uploads, and ``set_previous`` (which
+``configure_train`` calls) remembers the global arrays sent, because the rules need the
+previous global value and ``aggregate_train`` is not given it. Which rule aggregates is a constructor option
 (``rule``, one of ``masked_average.RULES``).
 """
 
@@ -93,10 +93,14 @@ class MaskedFedAvg(Resumable, FedAvg):
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        """Remember the global arrays and ask for packed uploads, then configure as FedAvg."""
-        self._current_arrays = arrays
+        """Ask for packed uploads, then configure as FedAvg (``Resumable`` remembers the arrays)."""
         config[UPLOAD_ENCODING_KEY] = "packed"
         return super().configure_train(server_round, arrays, config, grid)
+
+    def set_previous(self, arrays: ArrayRecord) -> None:
+        """Also keep ``arrays`` as the previous global value the rules start from."""
+        super().set_previous(arrays)
+        self._current_arrays = arrays
 
     def aggregate_train(
         self,

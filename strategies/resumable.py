@@ -34,8 +34,13 @@ class Resumable:
     _sent_dtypes: dict[str, np.dtype] | None = None
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config, grid):
-        self._sent_dtypes = {key: np.dtype(array.dtype) for key, array in arrays.items()}
+        self.set_previous(arrays)
         return super().configure_train(server_round, arrays, config, grid)
+
+    def set_previous(self, arrays: ArrayRecord) -> None:
+        """Take ``arrays`` as the global model the next ``aggregate_train`` starts from (what
+        ``configure_train`` sent); ``strategies.Hierarchical`` calls it with a fog node's model."""
+        self._sent_dtypes = {key: np.dtype(array.dtype) for key, array in arrays.items()}
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]):
         arrays, metrics = super().aggregate_train(server_round + self.round_offset, replies)

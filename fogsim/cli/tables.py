@@ -55,15 +55,12 @@ def fog_table(prepared) -> Table | None:
     fog = prepared.spec.fog
     if fog is None:
         return None
-    from fogsim.sim.scenario import fog_device_counts
-
     through = f", every round through round {fog.sync_through} (pruning)" if fog.sync_through else ""
     table = Table(title=f"{len(fog)} fog nodes, the cloud aggregates every {fog.cloud_every} round"
                         f"{'s' if fog.cloud_every > 1 else ''}{through} and in the last")
     for column in ("fog node", "profile", "devices", "profiles of its devices", "to cloud (up / down)",
                    "local link (up / down)", "compute"):
         table.add_column(column, justify="right" if column == "devices" else "left")
-    counts = fog_device_counts(prepared.scenario)
     kinds: dict[int, list[str]] = {j: [] for j in range(len(fog))}
     for index, tier in enumerate(prepared.fleet.tiers):
         for j in fog.nodes_of_tier(index):
@@ -71,7 +68,7 @@ def fog_table(prepared) -> Table | None:
                 kinds[j].append(tier.profile_name)
     for j, node in enumerate(fog.nodes):
         p = node.profile
-        table.add_row(node.name, node.profile_name, str(counts[j]), ", ".join(kinds[j]),
+        table.add_row(node.name, node.profile_name, str(fog.devices[j]), ", ".join(kinds[j]),
                       f"{bits(p.uplink)} / {bits(p.downlink)}", f"{bits(p.local_uplink)} / {bits(p.local_downlink)}",
                       flops(p.flops))
     return table

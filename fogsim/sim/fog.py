@@ -16,7 +16,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -25,7 +24,7 @@ from fogsim.errors import FogsimError, describe, shown
 from fogsim.sim.fleet import Fleet
 from fogsim.sim.profiles import BUILTIN_DIR, Profile
 from fogsim.sim.safe_yaml import read_yaml
-from fogsim.sim.scenario import Scenario
+from fogsim.sim.scenario import Scenario, fog_device_counts, fog_placement
 
 FOG_PROFILE_DIR = BUILTIN_DIR / "fog"
 
@@ -74,18 +73,16 @@ class FogLayer:
     with an aggregation at the cloud is ``strategies.Hierarchical.cloud_round``'s to say.
     """
 
-    def __init__(self, nodes: list[FogNodeInfo], cloud_every: int, rounds: int, fleet: Fleet,
-                 placement: list[tuple[int | None, int]], evaluate: bool = True,
+    def __init__(self, nodes: list[FogNodeInfo], cloud_every: int, fleet: Fleet,
+                 placement: list[tuple[int | None, int]], devices: list[int], evaluate: bool = True,
                  sync_through: int = 0):
         self.nodes = nodes
+        self.devices = devices  # how many devices each node serves
         self.sync_through = sync_through  # every round through this one ends at the cloud (fog.sync_while_pruning)
         self.evaluate = evaluate  # each node's aggregate on the test set every round (fog.evaluate)
         self.cloud_every = cloud_every
-        self.rounds = rounds
         self.fleet = fleet
-        # Per tier: (node, 0) for a tier wholly at one node, or (None, offset) for a tier spread
-        # round-robin, its first device being the offset-th device so spread.
-        self._placement = placement
+        self._placement = placement  # per tier (= fleet entry): scenario.fog_placement
         self._firsts = np.array([t.first for t in fleet.tiers], dtype=np.int64)
         self._capped: dict[tuple[int, int], Profile] = {}
 
@@ -146,20 +143,8 @@ def build_fog(scenario: Scenario, fleet: Fleet) -> FogLayer | None:
     if scenario.fog is None:
         return None
     nodes = [FogNodeInfo(j, node.name, *node_profile(scenario, j)) for j, node in enumerate(scenario.fog.nodes)]
-    index = {node.name: node.index for node in nodes}
-    placement: list[tuple[int | None, int]] = []
-    spread, profiles = 0, {}
-    for tier in fleet.tiers:
-        entry = scenario.fleet[tier.entry]
-        if entry.fog is not None:
-            placement.append((index[entry.fog], 0))
-        elif scenario.fog.assign == "by-profile":
-            placement.append((profiles.setdefault(entry.profile, len(profiles)) % len(nodes), 0))
-        else:
-            placement.append((None, spread))
-            spread += tier.count
-    return FogLayer(nodes, scenario.fog.cloud_every, scenario.rounds, fleet, placement, scenario.fog.evaluate,
-                    pruning_rounds(scenario) if scenario.fog.sync_while_pruning else 0)
+    return FogLayer(nodes, scenario.fog.cloud_every, fleet, fog_placement(scenario), fog_device_counts(scenario),
+                    scenario.fog.evaluate, pruning_rounds(scenario) if scenario.fog.sync_while_pruning else 0)
 
 
 def pruning_rounds(scenario: Scenario) -> int:

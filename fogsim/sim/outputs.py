@@ -81,8 +81,7 @@ class RunFiles:
             per_round.append((FOG_FILE, FOG_COLUMNS))
         try:
             for name, columns in per_round:
-                kept = [row for row in read_rows(out / name) if row["round"] <= finished] \
-                    if (out / name).exists() or name != FOG_FILE else []
+                kept = [row for row in read_rows(out / name) if row["round"] <= finished]
                 staged = out / f".{name}.resume"
                 staged.write_bytes(_csv_text([dict(zip(columns, columns)), *kept], columns))
                 os.replace(staged, out / name)

@@ -350,24 +350,37 @@ def _check_topology(scenario: Scenario) -> None:
                          "fleet[i].fog, add devices, or remove the node")
 
 
-def fog_device_counts(scenario: Scenario) -> list[int]:
-    """How many devices each fog node serves (``fog.assign`` spreads the entries that name none)."""
+def fog_placement(scenario: Scenario) -> list[tuple[int | None, int]]:
+    """Where each fleet entry's devices go: ``(node, 0)`` when all go to fog node ``node`` (named
+    under ``fleet[i].fog``, or by ``fog.assign: by-profile``), ``(None, offset)`` when they are
+    spread round-robin, the entry's first device being the ``offset``-th device so spread."""
     fog = scenario.fog
-    counts = [0] * len(fog.nodes)
     index = {node.name: j for j, node in enumerate(fog.nodes)}
     spread = 0  # devices placed round-robin so far
     profiles: dict[str, int] = {}
+    placement: list[tuple[int | None, int]] = []
     for entry in scenario.fleet:
         if entry.fog is not None:
-            counts[index[entry.fog]] += entry.count
+            placement.append((index[entry.fog], 0))
         elif fog.assign == "by-profile":
-            counts[profiles.setdefault(entry.profile, len(profiles)) % len(counts)] += entry.count
+            placement.append((profiles.setdefault(entry.profile, len(profiles)) % len(fog.nodes), 0))
         else:
-            n = len(counts)
-            full, rest = divmod(entry.count, n)
-            for k in range(n):
-                counts[k] += full + (1 if (k - spread) % n < rest else 0)
+            placement.append((None, spread))
             spread += entry.count
+    return placement
+
+
+def fog_device_counts(scenario: Scenario) -> list[int]:
+    """How many devices each fog node serves (``fog_placement``)."""
+    n = len(scenario.fog.nodes)
+    counts = [0] * n
+    for entry, (node, offset) in zip(scenario.fleet, fog_placement(scenario)):
+        if node is not None:
+            counts[node] += entry.count
+            continue
+        full, rest = divmod(entry.count, n)
+        for k in range(n):
+            counts[k] += full + (1 if (k - offset) % n < rest else 0)
     return counts
 
 

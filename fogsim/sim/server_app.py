@@ -42,15 +42,13 @@ from flwr.serverapp import Grid, ServerApp
 from fogsim.core import Topology, evaluate
 from fogsim.data import Dataset
 from fogsim.models import build_model
-from fogsim.sim import checkpoint
+from fogsim.sim import checkpoint, cost
 from fogsim.sim.client_app import UNIFORM_WEIGHT_KEY, FleetSpec
-from fogsim.sim import cost
 from fogsim.sim.device_state import DeviceStates, pack_masks, unpack_masks
 from fogsim.sim.fog import FogLayer
 from fogsim.sim.fog_grid import FogGrid
 from fogsim.sim.outputs import RunFiles
 from fogsim.sim.reports import EXAMPLES_KEY, ClientRow, DeviceReport, FogRecord, RoundRecord, TierRecord
-from fogsim.sim.scenario import fog_device_counts
 import strategies
 
 TIER_MASKS = 64  # distinct masks evaluated per profile at the end of a run, at most
@@ -136,7 +134,6 @@ class RoundEnd:
         self.clock = time.perf_counter()
         self.strategy: strategies.Resumable | strategies.Hierarchical | None = None  # whose state each checkpoint keeps
         self.fog_rounds = FogRounds(self, spec.fog) if spec.fog is not None else None
-        self.last_arrays: ArrayRecord | None = None
 
     def __call__(self, flower_round: int, arrays: ArrayRecord) -> MetricRecord | None:
         row = None
@@ -145,11 +142,11 @@ class RoundEnd:
                 self.checkpoint(0, arrays)  # a run that dies in round 1 resumes from its start
             self.grid.start_round(self.job.first_round)
         else:
-            self.last_arrays = arrays
-            evaluation = self.evaluate(arrays)
+            clients = self.client_masks()
+            evaluation = self.evaluate(arrays, clients)
             if self.grid.round == self.spec.scenario.rounds:  # before the row: a finished run has its tiers
                 self.files.write_tiers(self.evaluate_tiers(arrays))
-            row = self.record(self.grid.round, evaluation)
+            row = self.record(self.grid.round, evaluation, arrays, clients)
             self.checkpoint(self.grid.round, arrays)
             self.grid.start_round(self.grid.round + 1)
         self.clock = time.perf_counter()
@@ -175,11 +172,10 @@ class RoundEnd:
     def key(self, masks: dict[str, torch.Tensor]) -> bytes:
         return pack_masks({n: m.numpy() for n, m in masks.items()}, self.prunable).tobytes()
 
-    def evaluate(self, arrays: ArrayRecord) -> Evaluation:
+    def evaluate(self, arrays: ArrayRecord, clients: list) -> Evaluation:
         """The global model on the test set, on the entries some client of the round kept and under
-        each client's own mask."""
+        each client's own mask (``clients``: ``client_masks()``)."""
         state = arrays.to_torch_state_dict()
-        clients = self.client_masks()
         everyone = union([masks for _, _, masks, _ in clients])
         self.model.load_state_dict(masked(state, everyone))
         accuracy, loss = evaluate(self.model, self.test_x, self.test_y)
@@ -264,15 +260,15 @@ class RoundEnd:
                                           accuracy, loss, density)))
         return rows
 
-    def record(self, round_: int, evaluation: Evaluation) -> dict:
-        """Write the round's client rows and its row; report the row."""
+    def record(self, round_: int, evaluation: Evaluation, arrays: ArrayRecord, masks: list) -> dict:
+        """Write the round's client rows and its row (and its fog nodes' rows); report the row."""
         wall_time_s = time.perf_counter() - self.clock
         clients = client_rows(self.spec, self.grid)
         if self.fog_rounds is None:
             row = round_row(round_, evaluation, clients, self.grid, wall_time_s)
             self.files.write_round(row, clients)
         else:
-            fog_rows = self.fog_rounds.rows(round_, clients, self.strategy, self.last_arrays)
+            fog_rows = self.fog_rounds.rows(round_, clients, masks, self.strategy, arrays)
             row = round_row(round_, evaluation, clients, self.grid, wall_time_s, fog_rows,
                             self.strategy.last_was_cloud)
             self.files.write_round(row, clients, fog_rows)
@@ -295,14 +291,13 @@ class FogRounds:
 
     def __init__(self, end: RoundEnd, fog: FogLayer):
         self.end, self.fog = end, fog
-        self.devices = fog_device_counts(end.spec.scenario)
-        self.evaluate = end.spec.fog.evaluate
         model = end.model
         self.params = sum(p.numel() for p in model.state_dict().values())
         self.prunable = sum(model.get_parameter(n).numel() for n in end.prunable)
 
-    def rows(self, round_: int, clients: list[dict], strategy: "strategies.Hierarchical",
+    def rows(self, round_: int, clients: list[dict], client_masks: list, strategy: "strategies.Hierarchical",
              arrays: ArrayRecord) -> list[dict]:
+        """``clients``: the round's client rows; ``client_masks``: ``RoundEnd.client_masks()``."""
         end = self.end
         count = len(self.fog)
         sampled = np.bincount(self.fog.of(end.grid.sampled), minlength=count) if end.grid.sampled else \
@@ -311,14 +306,14 @@ class FogRounds:
         for c in clients:
             if not c["failed"]:
                 ok[c["fog_node"]].append(c)
-        masks = {device: m for _, _, m, device in end.client_masks()} if self.evaluate else {}
+        masks = {device: m for _, _, m, device in client_masks}
         downloads = self.wan_downloads(arrays) if strategy.last_was_cloud else [0] * count
         rows = []
         for j, node in enumerate(self.fog.nodes):
             mine = ok[node.name]
             report = strategy.last_round[j] if strategy.last_round else None
             accuracy = loss = float("nan")
-            if self.evaluate and report is not None and report.model is not None:
+            if self.fog.evaluate and report is not None and report.model is not None:
                 kept = union([masks[c["client_id"]] for c in mine if c["client_id"] in masks])
                 end.model.load_state_dict(masked(report.model.to_torch_state_dict(), kept))
                 accuracy, loss = evaluate(end.model, end.test_x, end.test_y)
@@ -330,7 +325,7 @@ class FogRounds:
             wan_s = cost.transfer_seconds(up, node.profile.uplink) + cost.transfer_seconds(down, node.profile.downlink)
             device_s = max((c["sim_time_s"] for c in mine), default=0.0)
             rows.append(asdict(FogRecord(
-                round=round_, fog_node=node.name, profile=node.profile_name, devices=self.devices[j],
+                round=round_, fog_node=node.name, profile=node.profile_name, devices=self.fog.devices[j],
                 clients_sampled=int(sampled[j]), clients_ok=len(mine), examples=sum(c["num_examples"] for c in mine),
                 accuracy=accuracy, loss=loss, upload_bytes=sum(c["upload_bytes"] for c in mine),
                 download_bytes=sum(c["download_bytes"] for c in mine), wan_upload_bytes=up, wan_download_bytes=down,
@@ -354,7 +349,7 @@ class FogRounds:
         out = []
         for j in range(len(self.fog)):
             mine = order[bounds[j]:bounds[j + 1]]
-            if len(mine) < self.devices[j]:  # a device without a mask receives the dense model
+            if len(mine) < self.fog.devices[j]:  # a device without a mask receives the dense model
                 out.append(dense)
                 continue
             kept = None
