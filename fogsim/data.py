@@ -246,20 +246,24 @@ def _from_idx_files(name: str, files: list[Path]) -> Dataset:
     return _standardised(name, train_x[:, None], train_y, test_x[:, None], test_y, 10)
 
 
-def _load_idx_dataset(name: str, title: str, tv_class: type, root: Path, download: bool) -> Dataset:
+def _load_idx_dataset(name: str, title: str, tv_class: str, root: Path, download: bool) -> Dataset:
     """Find the idx files in ``root`` or its torchvision layout, downloading there on request.
 
-    torchvision is used only to download: the files are always read by ``read_idx``, so the
+    torchvision is used only to download, and imported only then (importing it costs seconds,
+    which every simulation worker would pay): the files are always read by ``read_idx``, so the
     plain-directory and torchvision-root cases give the same tensors and the same errors.
+    ``tv_class`` names torchvision's dataset class, whose name is also its folder in a root.
     """
-    raw = root / tv_class.__name__ / "raw"
+    raw = root / tv_class / "raw"
     for directory in (root, raw):
         files, _ = _idx_files(directory)
         if files:
             return _from_idx_files(name, files)
     if download:
+        import torchvision.datasets
+
         try:
-            tv_class(str(root), train=False, download=True)  # fetches all four files
+            getattr(torchvision.datasets, tv_class)(str(root), train=False, download=True)  # all four files
         except (RuntimeError, OSError) as exc:
             raise FogsimError(f"Downloading {title} into {root} failed ({_one_line(exc)}): check the "
                               "network connection or fetch the idx files by hand.") from exc
@@ -274,8 +278,6 @@ def _load_idx_dataset(name: str, title: str, tv_class: type, root: Path, downloa
 
 def _load_fashion_mnist(root: str | os.PathLike | None, download: bool) -> Dataset:
     """Debian's package by default, else a directory of idx files or a torchvision root."""
-    from torchvision.datasets import FashionMNIST
-
     if root is None:
         files, _ = _idx_files(DEBIAN_FASHION_MNIST)
         if files:
@@ -286,14 +288,12 @@ def _load_fashion_mnist(root: str | os.PathLike | None, download: bool) -> Datas
                 "`apt-get install dataset-fashion-mnist`, or pass --data-root DIR holding the idx "
                 "files, or a torchvision root with --download."
             )
-    return _load_idx_dataset("fashion-mnist", "Fashion-MNIST", FashionMNIST,
+    return _load_idx_dataset("fashion-mnist", "Fashion-MNIST", "FashionMNIST",
                              Path(root or DEFAULT_ROOT).expanduser(), download)
 
 
 def _load_mnist(root: str | os.PathLike | None, download: bool) -> Dataset:
-    from torchvision.datasets import MNIST
-
-    return _load_idx_dataset("mnist", "MNIST", MNIST, Path(root or DEFAULT_ROOT).expanduser(), download)
+    return _load_idx_dataset("mnist", "MNIST", "MNIST", Path(root or DEFAULT_ROOT).expanduser(), download)
 
 
 def _load_cifar10(root: str | os.PathLike | None, download: bool) -> Dataset:
