@@ -137,17 +137,30 @@ class DeviceTrainer:
         self.plan = plan(model, self.topology, config, budget, num_classes, device)
         self.budget = self.plan.budget_bytes
         self.accountant = MemoryAccountant(model, self.topology, config.optimizer, self.plan.layout, num_classes)
-        self.masks = MaskSet(model, self.topology, hard=config.hard) if config.prunes else None
         self.criterion = make_criterion(config.criterion, config.scope, config.granularity)
+        self.optimizer = make_optimizer(model.parameters(), config)
+        self.start(horizon)
+
+    def start(self, horizon: int, *, progress: int = 0, steps: int = 0, next_prune: float = 0.0,
+              masks: dict[str, torch.Tensor] | None = None) -> None:
+        """Begin training a device from the model's current weights, at a schedule position.
+
+        ``__init__`` calls it for a fresh device. Calling it again begins another device of the
+        same configuration and budget on the same model object, as if the trainer had been
+        built anew: the plan, the memory accountant and the criterion, which depend only on
+        the architecture, the configuration and the budget, are kept; the masks (full, or
+        ``masks``), the optimizer's state and the schedule (over ``horizon`` samples) are not.
+        A simulation worker that trains many devices one after another loads each device's
+        weights into the model, then calls this.
+        """
+        config = self.config
+        self.masks = MaskSet(self.model, self.topology, hard=config.hard) if config.prunes else None
         self.horizon = horizon
         self.schedule = Schedule(self.plan.start_density, config.target_density, config.prune_start * horizon,
                                  config.prune_end * horizon, config.schedule) if config.prunes else None
-        self.optimizer = make_optimizer(model.parameters(), config)
-        self.progress = 0           # samples processed so far
-        self.steps = 0
-        self.next_prune = 0.0       # progress of the next pruning step
+        self.optimizer.state.clear()  # momentum and moments belong to the previous device
         self.prune_interval = None  # samples between pruning steps, known once the data size is
-        self._refresh()
+        self.load_state_dict({"masks": masks or {}, "progress": progress, "steps": steps, "next_prune": next_prune})
 
     # --- pruning and batch sizing ----------------------------------------------------------
     def _prune(self, density: float) -> None:
