@@ -1,4 +1,4 @@
-"""The server's rounds in-process, with the real client on a Grid that calls it directly (no Ray).
+"""The server's rounds in-process on the local engine's grid, with any number of worker nodes.
 
 Shared by the tests that follow devices through rounds (``test_sim_rounds``), sparse downloads
 (``test_sim_downloads``) and per-tier accuracy (``test_sim_tiers``). Building a Message needs the
@@ -6,13 +6,16 @@ run identity a Flower app has: use the ``flower_task_identity`` fixture of ``con
 """
 
 from pathlib import Path
-from uuid import uuid4
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, Context, RecordDict
+from flwr.app import Array, ArrayRecord
 
-from fogsim.sim.client_app import make_client_app
-from fogsim.sim.device_state import DeviceStates, read_state
+from fogsim.core import Topology
+from fogsim.models import build_model
+from fogsim.sim.client_app import dataset_of, device_download, make_client_app
+from fogsim.sim.device_state import DeviceStates
+from fogsim.sim.local import LocalGrid
+from fogsim.sim.messages import CONFIG, MODEL, ROUND_KEY, read_cohort, read_reply
 from fogsim.sim.outputs import RunFiles
 from fogsim.sim.run import prepare, prepare_resume
 from fogsim.sim.scenario import resolved_yaml
@@ -21,43 +24,47 @@ from fogsim.sim.server_app import ServerJob, serve
 QUICKSTART = "scenarios/quickstart.yaml"
 
 
-class InProcessGrid:
-    """Flower's Grid with ``workers`` nodes whose ClientApp runs inside ``push_messages``.
+class InProcessGrid(LocalGrid):
+    """The local engine's grid with ``workers`` nodes, recording what each device was sent.
 
-    ``trace`` holds, per message, (round, device, worker node, state sent, state returned or None
-    if it failed); ``received`` maps (round, device) to the arrays the device was sent.
+    ``trace`` holds, per device and round, (round, device, worker node, state sent, state returned
+    or None if it failed); ``received`` maps (round, device) to the arrays the device received
+    (``client_app.device_download`` of the cohort's model under its mask); ``cohorts`` holds
+    (round, worker node, devices) per cohort message.
     """
 
-    pull_interval = 0.0
-
     def __init__(self, spec, workers: int):
-        self.app = make_client_app(lambda: spec)
-        self.workers = list(range(100, 100 + workers))
-        self.replies = {}
-        self.trace = []
-        self.received = {}
-
-    def get_node_ids(self):
-        return list(self.workers)
+        super().__init__(make_client_app(lambda: spec), workers)
+        self.spec = spec
+        self.trace, self.received, self.cohorts = [], {}, []
+        self._shapes = None
 
     def push_messages(self, messages):
-        ids = []
-        for message in messages:
-            message.metadata.__dict__["_message_id"] = str(uuid4())  # as Flower's InMemoryGrid does
+        messages = list(messages)
+        ids = super().push_messages(messages)
+        for message, id_ in zip(messages, ids):
+            assignments, download = read_cohort(message.content)
+            outcomes, _ = read_reply(self._replies[id_].content)
+            returned = {o.device: o.state for o in outcomes}
             node = message.metadata.dst_node_id
-            device, sent = read_state(message.content)
-            round_ = int(message.content["config"]["server-round"])
-            self.received[round_, device] = {k: a.numpy() for k, a in message.content["arrays"].items()}
-            reply = self.app(message, Context(run_id=1, node_id=node, node_config={}, state=RecordDict(),
-                                              run_config={}))
-            returned = None if reply.has_error() else read_state(reply.content)[1]
-            self.trace.append((round_, device, node, sent, returned))
-            self.replies[message.metadata.message_id] = reply
-            ids.append(message.metadata.message_id)
+            round_ = None
+            for a in assignments:
+                config = message.content[CONFIG + str(a.config)]
+                round_ = int(config[ROUND_KEY])
+                dense = {k: v.numpy() for k, v in message.content[MODEL + str(a.model)].items()}
+                mask = a.state.mask if a.state is not None else None
+                self.received[round_, a.device] = device_download(dense, mask, self.prunable_shapes(), download)
+                self.trace.append((round_, a.device, node, a.state, returned.get(a.device)))
+            self.cohorts.append((round_, node, [a.device for a in assignments]))
         return ids
 
-    def pull_messages(self, ids):
-        return [self.replies.pop(i) for i in list(ids) if i in self.replies]
+    def prunable_shapes(self):
+        if self._shapes is None:
+            spec = self.spec
+            data = dataset_of(spec.scenario)
+            model = build_model(spec.scenario.model, data.input_shape, data.num_classes)
+            self._shapes = {n: tuple(model.get_parameter(n).shape) for n in Topology(model, data.input_shape).prunable}
+        return self._shapes
 
 
 def serve_in_process(out: Path, sets: list[str], workers: int = 2, stop_after: int | None = None,

@@ -9,13 +9,16 @@ from fogsim.sim.run import nodes_for, prepare, run
 pytestmark = pytest.mark.slow
 
 TEN_THOUSAND = ["rounds=2", "fleet[0].count=3334", "fleet[1].count=3333", "fleet[2].count=3333",
-                "data.partition.per_device=20", "fraction=0.002", "evaluation.device_masks=false"]
+                "data.partition.per_device=20", "fraction=0.002", "evaluation.device_masks=false",
+                "simulation.engine=ray"]
 
 
 def test_ten_thousand_devices_on_the_digits_run_to_the_end(tmp_path):
     prepared = prepare("scenarios/quickstart.yaml", TEN_THOUSAND)
     assert len(prepared.fleet) == 10_000 > len(prepared.data.train_x), "more devices than training samples"
-    assert nodes_for(prepared.scenario, len(prepared.fleet)) == draws.most_sampled(10_000, 0.002) == 20
+    assert draws.most_sampled(10_000, 0.002) == 20
+    assert nodes_for(prepared.scenario, len(prepared.fleet), cpus=2) == 2, "one worker per CPU, a cohort each"
+    assert nodes_for(prepared.scenario, 3, cpus=64) == 3, "never more workers than a round samples"
     summary = run(prepared, tmp_path / "run")
     rounds = pd.read_csv(tmp_path / "run" / "rounds.csv")
     clients = pd.read_csv(tmp_path / "run" / "clients.csv")

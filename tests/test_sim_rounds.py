@@ -58,21 +58,45 @@ def test_a_rarely_sampled_device_gets_back_exactly_the_state_it_left(tmp_path):
     assert all(d.is_monotonic_decreasing for _, d in densities), "a device's density never rises"
 
 
-def test_results_do_not_depend_on_the_number_of_worker_nodes(tmp_path):
-    """Any node simulates any device: one node or many, the same rounds and clients."""
-    sets = RARE[:5]
-    _, one = run_in_process(tmp_path, "one", sets, workers=1)
-    _, five = run_in_process(tmp_path, "five", sets, workers=5)
-    a, b = (pd.read_csv(out / "rounds.csv").drop(columns=WALL_COLUMNS) for out in (one, five))
-    pd.testing.assert_frame_equal(a, b)
-    pd.testing.assert_frame_equal(pd.read_csv(one / "clients.csv"), pd.read_csv(five / "clients.csv"))
+def frames(out):
+    return [pd.read_csv(out / "rounds.csv").drop(columns=WALL_COLUMNS), pd.read_csv(out / "clients.csv"),
+            pd.read_csv(out / "tiers.csv")]
 
 
-def test_messages_are_spread_over_the_worker_nodes(tmp_path):
-    grid, _ = run_in_process(tmp_path, "spread", ["rounds=2", "fleet[0].count=4", "fleet[1].count=4",
-                                                  "fleet[2].count=4", "fraction=0.5"], workers=3)
-    first = [node for round_, _, node, _, _ in grid.trace if round_ == 1]
-    assert sorted(set(first)) == [100, 101, 102] and len(first) > 3, "devices share the nodes round-robin"
+def test_results_do_not_depend_on_the_number_of_worker_nodes_nor_the_cohorts(tmp_path):
+    """Any node simulates any device: one node or many, cohorts of every size, devices dropping out
+    mid-cohort — the same rounds, clients and tiers."""
+    one, three, twelve = (run_in_process(tmp_path, name, RARE, workers=n)[1]
+                          for name, n in (("one", 1), ("three", 3), ("twelve", 12)))
+    for out in (three, twelve):
+        for a, b in zip(frames(one), frames(out)):
+            pd.testing.assert_frame_equal(a, b)
+
+
+def test_a_warm_worker_trains_each_device_as_a_new_one_would(tmp_path, monkeypatch):
+    """A worker reuses one model and trainer for every device of a kind; a worker built anew for
+    every device (as before workers were warm) gives the same files."""
+    from fogsim.sim import client_app
+
+    warm = run_in_process(tmp_path, "warm", RARE, workers=1)[1]
+    monkeypatch.setattr(client_app, "worker_for", lambda spec: client_app.Worker(spec))
+    cold = run_in_process(tmp_path, "cold", RARE, workers=12)[1]  # one device per cohort, a new worker each
+    for a, b in zip(frames(warm), frames(cold)):
+        pd.testing.assert_frame_equal(a, b)
+
+
+def test_each_worker_node_gets_one_cohort_a_round(tmp_path):
+    grid, out = run_in_process(tmp_path, "spread", ["rounds=2", "fleet[0].count=4", "fleet[1].count=4",
+                                                    "fleet[2].count=4", "fraction=0.5"], workers=3)
+    clients = pd.read_csv(out / "clients.csv")
+    for round_ in (1, 2):
+        cohorts = [(node, devices) for r, node, devices in grid.cohorts if r == round_]
+        assert sorted(node for node, _ in cohorts) == [1, 2, 3], "one message per worker node"
+        sampled = sorted(d for _, devices in cohorts for d in devices)
+        assert sampled == sorted(clients[clients["round"] == round_]["client_id"]), \
+            "the round's devices, each in exactly one cohort"
+        sizes = [len(devices) for _, devices in cohorts]
+        assert len(sampled) > 3 and max(sizes) - min(sizes) <= 1, "dealt evenly"
 
 
 def test_a_server_optimizer_run_stopped_resumes_to_the_same_files(tmp_path):

@@ -1,4 +1,5 @@
-"""The quickstart scenario end to end through Flower and Ray: files, budgets, and repeatability."""
+"""The quickstart scenario end to end, on Flower and Ray and on the local engine: files, budgets,
+and the same results from both."""
 
 import json
 
@@ -11,16 +12,17 @@ from fogsim.sim.run import prepare, run
 
 pytestmark = pytest.mark.slow
 QUICKSTART = "scenarios/quickstart.yaml"
-SHORT = ["rounds=3"]
+SHORT = ["rounds=3", "fraction=0.7", "fleet[1].overrides.failure_rate=0.5"]  # devices that sit out, that drop out
 
 
 @pytest.fixture(scope="module")
 def two_runs(tmp_path_factory):
-    """The shortened quickstart, run twice with the same seed: once through the command line with a
-    node per sampled device on two Ray CPUs, once with a single node on one CPU."""
+    """The shortened quickstart, run twice with the same seed: once through the command line on
+    Flower and Ray with two workers, once on the local engine (one worker, in this process)."""
     root = tmp_path_factory.mktemp("runs")
-    assert main(["run", QUICKSTART, "--out", str(root / "a"), "--quiet", *[f"--set={s}" for s in SHORT]]) == 0
-    run(prepare(QUICKSTART, [*SHORT, "simulation.nodes=1", "simulation.num_cpus=1"]), root / "b")
+    sets = [*SHORT, "simulation.engine=ray", "simulation.num_cpus=2"]
+    assert main(["run", QUICKSTART, "--out", str(root / "a"), "--quiet", *[f"--set={s}" for s in sets]]) == 0
+    run(prepare(QUICKSTART, [*SHORT, "simulation.engine=local"]), root / "b")
     return root / "a", root / "b"
 
 
@@ -60,9 +62,10 @@ def test_pruned_uploads_and_downloads_are_sparse(two_runs):
     assert (last["download_bytes"] < dense.iloc[0] / 2).all()
 
 
-def test_same_seed_gives_the_same_rounds_whatever_the_workers(two_runs):
+def test_same_seed_gives_the_same_files_on_either_engine(two_runs):
     a, b = (pd.read_csv(out / "rounds.csv").drop(columns=WALL_COLUMNS) for out in two_runs)
     pd.testing.assert_frame_equal(a, b)
     ca, cb = (pd.read_csv(out / "clients.csv") for out in two_runs)
+    assert ca["failed"].any() and (a["clients_sampled"] < 6).any(), "devices that drop out and sit out"
     pd.testing.assert_frame_equal(ca, cb)
     pd.testing.assert_frame_equal(*(pd.read_csv(out / "tiers.csv") for out in two_runs))

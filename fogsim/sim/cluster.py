@@ -96,6 +96,13 @@ def start_ray(simulation: Simulation, verbose: bool = False) -> None:
                           f"{' '.join(str(error).split())}") from None
 
 
+def ray_cpus() -> float:
+    """CPUs of the Ray this process started or attached to (a cluster's, all its machines together)."""
+    import ray
+
+    return float(ray.cluster_resources().get("CPU", 1.0))
+
+
 def stop_ray() -> None:
     import ray
 

@@ -1,47 +1,42 @@
 """``FogGrid``: Flower's Grid as the fog sees it — the sampled devices stand where nodes would.
 
-The simulation's Flower nodes are worker slots, not devices: any node can simulate any
-device, because a training message names its device and carries the device's state (see
-``device_state``). So the fleet can be far larger than the number of nodes, and what a round
-costs depends on the devices sampled in it, not on how many exist.
+The simulation's Flower nodes are worker slots, not devices: any node can simulate any device,
+because what it needs travels with the round's message (see ``messages``). So the fleet can be
+far larger than the number of nodes, and what a round costs depends on the devices sampled in
+it, not on how many exist.
 
-A strategy uses a ``FogGrid`` like any Grid. ``get_node_ids`` answers the round's sampled
-device ids (``draws.participants``); the strategy addresses its messages to them, and
-``send_and_receive`` hands the i-th device's message, with the device's state added, to worker
-node ``i mod nodes``. Replies come back with the device's new state, which the grid keeps and
-takes out of the reply, so the strategy sees Flower's own records only. The training replies
-of a round are kept sorted by device, so that aggregation and the result files do not depend
-on the order in which Ray finished the clients.
+A strategy uses a ``FogGrid`` like any Grid. ``get_node_ids`` answers the round's sampled device
+ids (``draws.participants``); the strategy addresses one message to each. ``send_and_receive``
+deals the devices, in device order, over the worker nodes (the i-th to node ``i mod nodes``)
+and sends each node **one cohort message** with its devices, their states and each distinct
+model and config once; each node answers once, and the grid turns the cohort replies back into
+one reply per device, keeps every device's new state, and hands the strategy Flower's own
+records only (``arrays``, ``metrics``), sorted by device, so aggregation and the result files do
+not depend on how devices were spread or in which order workers finished.
 
-Downloads are sparse by default (``strategy.download``): a device whose mask the grid knows
-receives the global model restricted to that mask, packed as the uploads are
-(``strategies.pack_masked_state``: every prunable tensor as kept values plus a bitmap or int32
-indices, whichever is smaller; the other tensors dense). The device applies its own mask to
-what it receives anyway (its mask never regrows), so what it trains is the same as with the
-dense download; only the bytes it receives, and so its simulated time, shrink. A device with no
-mask yet (its first round, or a method that does not prune) receives the dense model, as every
-device does with ``download: dense``, and so does a device whose mask kept so much that the
-packed model would be larger than the dense one (a bitmap costs 1 bit per entry). Devices often
-share a mask, so a round packs the model once per distinct mask, not once per device.
+Downloads are sparse by default (``strategy.download``): a device whose mask is known receives
+the global model restricted to that mask, packed as the uploads are (where that is smaller than
+the dense model). The worker derives that from the dense model it receives once per cohort
+(``client_app.device_download``): traffic is what each device would receive, the cohort is
+the simulator's transport and is never counted.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Mapping
 from typing import Callable
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
+from flwr.app import ConfigRecord, Error, Message, RecordDict
 from flwr.common import MessageType
 
 from fogsim.sim import draws
-from fogsim.sim.device_state import DeviceStates, pop_state, state_records, unpack_masks
-from strategies import encoded_nbytes, pack_masked_state
+from fogsim.sim.device_state import DeviceStates
+from fogsim.sim.messages import COHORT, ROUND_KEY, Assignment, Outcome, cohort_message, read_reply
 
 CONNECT_TIMEOUT_S = 120
-PULL_INTERVAL_S = 0.1  # Flower's own InMemoryGrid default
+PULL_INTERVAL_S = 0.01  # a pull reads the in-memory link state: cheap, and a round waits for it
 
 
 class Stopped(Exception):
@@ -51,18 +46,14 @@ class Stopped(Exception):
 class FogGrid:
     """Wraps a Flower ``Grid``; ``round`` is advanced by the server at the end of each round.
 
-    ``download`` is ``"sparse"`` or ``"dense"`` (see the module); sparse downloads need
-    ``shapes``, the prunable tensors' names and shapes in model order, to unpack the masks.
+    ``download`` is ``"sparse"`` or ``"dense"`` (see the module), passed on to the workers.
     """
 
     def __init__(self, grid, availability: np.ndarray, fraction: float, seed: int, states: DeviceStates,
                  nodes: int, on_reply: Callable[[int, int], None] | None = None,
-                 stop: threading.Event | None = None, download: str = "dense",
-                 shapes: Mapping[str, tuple[int, ...]] | None = None):
+                 stop: threading.Event | None = None, download: str = "dense"):
         if download not in ("sparse", "dense"):
             raise ValueError(f"download must be 'sparse' or 'dense', not {download!r}")
-        if download == "sparse" and shapes is None:
-            raise ValueError("sparse downloads need the prunable tensors' shapes")
         self.grid = grid
         self.availability = availability  # per device
         self.fraction = fraction
@@ -78,11 +69,6 @@ class FogGrid:
         self.replies: list[tuple[int, Message]] = []
         self._device_of_reply: dict[int, int] = {}  # id of a reply of the last send_and_receive -> device
         self.download = download
-        self.shapes = dict(shapes or {})
-        # One send_and_receive's packed downloads: the global arrays it sends (kept, so that their
-        # id is not reused) and their numpy form by id, and a packed record per (arrays, mask).
-        self._globals: dict[int, tuple[ArrayRecord, dict[str, np.ndarray]]] = {}
-        self._packed: dict[tuple[int, bytes], ArrayRecord] = {}
 
     def __getattr__(self, name):
         return getattr(self.grid, name)
@@ -108,82 +94,86 @@ class FogGrid:
         return list(self.sampled)
 
     def send_and_receive(self, messages, *, timeout=None):
+        """Send the strategy's per-device messages as one cohort message per worker node; return one
+        reply per device, sorted by device (see ``messages``)."""
         messages = sorted(messages, key=lambda m: m.metadata.dst_node_id)
         if not messages:
             return []
         train = messages[0].metadata.message_type == MessageType.TRAIN
         devices = [int(m.metadata.dst_node_id) for m in messages]
-        try:
-            outgoing = [self._for_worker(m, device, slot) for slot, (m, device) in enumerate(zip(messages, devices))]
-        finally:
-            self._globals, self._packed = {}, {}
-        ids = list(self.grid.push_messages(outgoing))
-        device_of = {m.metadata.message_id: device for m, device in zip(outgoing, devices)}
-        replies = sorted(((device_of[r.metadata.reply_to_message_id], r) for r in
-                          self._pull(set(ids), timeout, self.on_reply if train else None)),
-                         key=lambda pair: pair[0])
-        for device, reply in replies:
-            if reply.has_error():
-                if reply.error.code != draws.FAILED:
-                    raise RuntimeError(f"device {device} crashed in round {self.round}: {reply.error.reason}")
-                continue  # a device that dropped out keeps the state it had
-            self.states.put(device, pop_state(reply.content))
+        cohorts = [self._cohort(messages[slot::len(self.nodes)], self.nodes[slot])
+                   for slot in range(min(len(self.nodes), len(messages)))]
+        ids = list(self.grid.push_messages(cohorts))
+        sizes = {i: len(c.content[COHORT]["devices"]) for i, c in zip(ids, cohorts)}
+        original = dict(zip(devices, messages))
+        replies = []
+        for cohort in self._pull(set(ids), sizes, timeout, self.on_reply if train else None):
+            if cohort.has_error():
+                raise RuntimeError(f"a worker crashed in round {self.round}: {cohort.error.reason}")
+            outcomes, crashed = read_reply(cohort.content)
+            if crashed is not None:
+                raise RuntimeError(f"device {crashed[0]} crashed in round {self.round}: {crashed[1]}")
+            for outcome in outcomes:
+                replies.append((outcome.device, self._device_reply(outcome, original[outcome.device])))
+        replies.sort(key=lambda pair: pair[0])
         if train:
             self.replies = replies
         self._device_of_reply = {id(reply): device for device, reply in replies}
         return [reply for _, reply in replies]
 
     def device_of(self, reply: Message) -> int:
-        """The device that sent ``reply``, one of the last ``send_and_receive``'s replies (its source
-        node is the worker that simulated it)."""
+        """The device that sent ``reply``, one of the last ``send_and_receive``'s replies."""
         return self._device_of_reply[id(reply)]
 
-    def _for_worker(self, message: Message, device: int, slot: int) -> Message:
-        """``message`` for ``device``, with its state, addressed to a worker node; a training message
-        carries the global arrays restricted to the device's mask when downloads are sparse."""
-        state = self.states.get(device)
-        content = RecordDict({**message.content, **state_records(device, state)})
-        if (self.download == "sparse" and message.metadata.message_type == MessageType.TRAIN
-                and state is not None and state.mask is not None and "arrays" in content):
-            content["arrays"] = self._sparse(content["arrays"], state.mask)
-        if "config" in content:  # the fog's round, which a resumed run's strategy does not count from
-            content["config"] = ConfigRecord({**content["config"], "server-round": self.round})
-        return Message(content=content, dst_node_id=self.nodes[slot % len(self.nodes)],
-                       message_type=message.metadata.message_type)
+    def _cohort(self, messages: list[Message], node: int) -> Message:
+        """One worker's cohort message for the strategy's per-device ``messages`` (see ``messages``):
+        each distinct model and config the strategy sends goes once, the devices' states with them."""
+        models: dict[int, int] = {}
+        configs: dict[int, int] = {}
+        model_records, config_records, assignments = [], [], []
+        for message in messages:
+            content = message.content
+            arrays, config = content["arrays"], content["config"]
+            if id(arrays) not in models:
+                models[id(arrays)] = len(model_records)
+                model_records.append(arrays)
+            if id(config) not in configs:
+                configs[id(config)] = len(config_records)
+                # the fog's round, which a resumed run's strategy does not count from
+                config_records.append(ConfigRecord({**config, ROUND_KEY: self.round}))
+            device = int(message.metadata.dst_node_id)
+            assignments.append(Assignment(device, models[id(arrays)], configs[id(config)], self.states.get(device)))
+        return Message(content=cohort_message(assignments, model_records, config_records, self.download),
+                       dst_node_id=node, message_type=messages[0].metadata.message_type)
 
-    def _sparse(self, arrays: ArrayRecord, bits: np.ndarray) -> ArrayRecord:
-        """``arrays`` restricted to the mask ``bits`` (packed, see ``device_state``), packed once per
-        distinct mask within a ``send_and_receive``; ``arrays`` themselves where packing saves nothing."""
-        key = (id(arrays), np.ascontiguousarray(bits, dtype=np.uint8).tobytes())
-        packed = self._packed.get(key)
-        if packed is None:
-            if id(arrays) not in self._globals:
-                self._globals[id(arrays)] = (arrays, {k: a.numpy() for k, a in arrays.items()})
-            dense = self._globals[id(arrays)][1]
-            sparse = pack_masked_state(dense, unpack_masks(bits, self.shapes))
-            # A mask that kept (nearly) everything packs larger than the dense model: send that instead.
-            packed = ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in sparse.items()}) \
-                if encoded_nbytes(sparse) < encoded_nbytes(dense) else arrays
-            self._packed[key] = packed
-        return packed
+    def _device_reply(self, outcome: Outcome, message: Message) -> Message:
+        """The reply the strategy sees from one device; its new state is kept here, not passed on."""
+        if outcome.failed:  # a device that dropped out keeps the state it had
+            return Message(Error(code=draws.FAILED,
+                                 reason=f"device {outcome.device} dropped out mid-round {self.round}"), reply_to=message)
+        self.states.put(outcome.device, outcome.state)
+        return Message(RecordDict({"arrays": outcome.upload, "metrics": outcome.metrics}), reply_to=message)
 
-    def _pull(self, msg_ids: set[str], timeout: float | None,
+    def _pull(self, msg_ids: set[str], sizes: dict[str, int], timeout: float | None,
               on_reply: Callable[[int, int], None] | None) -> list[Message]:
         """Flower's ``Grid.send_and_receive`` pull loop (until every reply is in or ``timeout``
-        has passed), reporting the replies as they arrive; the order they arrive in is not used."""
-        total = len(msg_ids)
+        has passed), reporting the devices done as cohorts arrive; the order they arrive in is not used."""
+        total = sum(sizes.values())
+        done = 0
         if on_reply is not None:
             on_reply(0, total)
-        interval = getattr(self.grid, "pull_interval", PULL_INTERVAL_S)
+        interval = min(getattr(self.grid, "pull_interval", PULL_INTERVAL_S), PULL_INTERVAL_S)
         end_time = time.time() + (timeout if timeout is not None else 0.0)
         received: list[Message] = []
         while timeout is None or time.time() < end_time:
             self._check_stop()
             new = list(self.grid.pull_messages(msg_ids))
             received.extend(new)
-            msg_ids.difference_update({msg.metadata.reply_to_message_id for msg in new})
+            for msg in new:
+                msg_ids.discard(msg.metadata.reply_to_message_id)
+                done += sizes[msg.metadata.reply_to_message_id]
             if new and on_reply is not None:
-                on_reply(total - len(msg_ids), total)
+                on_reply(done, total)
             if not msg_ids:
                 break
             time.sleep(interval)

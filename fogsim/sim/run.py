@@ -22,14 +22,15 @@ from fogsim.data import Dataset, load_dataset
 from fogsim.errors import FogsimError
 from fogsim.rundir import Claim
 from fogsim.sim import checkpoint, draws
-from fogsim.sim.client_app import FleetSpec, make_client_app
-from fogsim.sim.cluster import init_args, resolve_address, start_ray, stop_ray
+from fogsim.sim.client_app import make_client_app
+from fogsim.sim.cluster import init_args, ray_cpus, resolve_address, start_ray, stop_ray
 from fogsim.sim.device_state import DeviceStates
 from fogsim.sim.fleet import Fleet, build_fleet
 from fogsim.sim.fog import build_fog
 from fogsim.sim.outputs import RunFiles, read_run, read_tiers, summarize
 from fogsim.sim.partition import partition_indices
 from fogsim.sim.scenario import MAX_NODES, Scenario, load_scenario, resolved_yaml
+from fogsim.sim.shared import FleetSpec
 from fogsim.telemetry import telemetry_off
 
 
@@ -107,10 +108,12 @@ def backend_config(scenario: Scenario, verbose: bool = False) -> dict:
             "init_args": init_args(scenario.simulation, verbose)}
 
 
-def nodes_for(scenario: Scenario, devices: int) -> int:
-    """Flower nodes to start: ``simulation.nodes``, or one per device a round can sample (at most
-    ``MAX_NODES``: beyond it devices share nodes, which changes nothing in the results)."""
-    return scenario.simulation.nodes or min(draws.most_sampled(devices, scenario.fraction), MAX_NODES)
+def nodes_for(scenario: Scenario, devices: int, cpus: float) -> int:
+    """Flower nodes (workers) to start: ``simulation.nodes``, or as many as Ray can run side by side
+    on ``cpus`` CPUs at ``client_cpus`` each; never more than a round can sample (each node gets a
+    cohort of the round's devices, so a node beyond that would idle)."""
+    side_by_side = max(1, int(cpus / scenario.simulation.client_cpus + 1e-9))
+    return min(scenario.simulation.nodes or side_by_side, draws.most_sampled(devices, scenario.fraction), MAX_NODES)
 
 
 def quiet_flower(verbose: bool = False) -> None:
@@ -155,23 +158,32 @@ def run(prepared: Prepared, out: Path, on_round: Callable[[dict], None] | None =
         else:
             files, first_round, initial, strategy_state = RunFiles(
                 out, resolved_yaml(scenario), fog=scenario.fog is not None), 1, None, None
-        job = ServerJob(prepared.spec, prepared.data, files, nodes_for(scenario, len(prepared.fleet)), states,
+        job = ServerJob(prepared.spec, prepared.data, files, 1, states,
                         first_round, initial, checkpoint_meta={**identity, "base": str(prepared.base)},
                         strategy_state=strategy_state,
                         on_round=on_round, on_client=on_client, stop=threading.Event())
+        local = scenario.simulation.engine == "local"
         try:
-            start_ray(scenario.simulation, verbose)
-            run_simulation(server_app=make_server_app(job), client_app=make_client_app(SharedSpec(prepared.spec)),
-                           num_supernodes=job.nodes, backend_config=backend_config(scenario, verbose))
+            if local:
+                from fogsim.sim.local import run_local
+
+                run_local(job)
+            else:
+                start_ray(scenario.simulation, verbose)
+                job.nodes = nodes_for(scenario, len(prepared.fleet), ray_cpus())
+                run_simulation(server_app=make_server_app(job), client_app=make_client_app(SharedSpec(prepared.spec)),
+                               num_supernodes=job.nodes, backend_config=backend_config(scenario, verbose))
         except (FogsimError, KeyboardInterrupt):
             raise
         except Exception as error:  # the engine, a worker or the server failed: one line, not a hang
             raise SimulationFailed(f"the simulation failed: {_reason(error)}; "
-                                   f"{_kept(out)}{'' if verbose else ' (--verbose shows the engine log)'}") from None
+                                   f"{_kept(out)}{'' if verbose or local else ' (--verbose shows the engine log)'}") \
+                from None
         finally:
             job.stop.set()  # the server thread leaves its wait for replies instead of waiting forever
             job.files.close()
-            stop_ray()
+            if not local:
+                stop_ray()
         rounds, clients = read_run(out)
         if len(rounds) != scenario.rounds:
             raise SimulationFailed(f"the simulation ended after {len(rounds)} of {scenario.rounds} rounds; "

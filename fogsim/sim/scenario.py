@@ -240,7 +240,12 @@ class Fog(_Section):
 
 
 class Simulation(_Section):
-    """Where the fleet runs: Flower's simulation engine on Ray."""
+    """Where the fleet runs: Flower's simulation engine on Ray, or this one process."""
+
+    engine: Literal["ray", "local"] = Field(
+        "ray", description="ray: Flower's simulation engine on Ray, workers side by side on this machine's CPUs or a "
+        "cluster; local: the whole run in this one process, one worker, no Ray start (fast for small runs; the "
+        "same result files)")
 
     num_cpus: int = Field(2, ge=1, le=MAX_CPUS, description="CPUs Ray may use on this machine (ignored with address)")
     client_cpus: float = Field(1.0, gt=0, le=MAX_CPUS, description="CPUs reserved by each running client")
@@ -248,9 +253,9 @@ class Simulation(_Section):
         None, description="an existing Ray cluster to run on: its address (host:port or ray://host:port), or auto "
         "for the one the RAY_ADDRESS environment variable names (default: start Ray on this machine)")
     nodes: int | None = Field(
-        None, ge=1, le=MAX_NODES, description="Flower nodes (worker slots) that simulate the devices; any node "
-        "simulates any device, so this is concurrency, not fleet size, and results do not depend on it (default: "
-        "the most devices a round can sample, so each gets its own node)")
+        None, ge=1, le=MAX_NODES, description="Flower nodes (workers) that simulate the devices, each a cohort "
+        "of them per round; any node simulates any device, so this is concurrency, not fleet size, and results do "
+        "not depend on it (default: one per client_cpus of the CPUs Ray has; 1 with the local engine)")
     state_memory: Annotated[int, size_field("state memory")] = Field(
         1024**3, description="bytes of memory for the devices' masks kept between rounds, e.g. 512MiB (each "
         "distinct mask is kept once); masks beyond it are written to a temporary directory")
@@ -483,9 +488,12 @@ def reference(model: type[BaseModel] = Scenario, prefix: str = "") -> list[tuple
 def resolved_yaml(scenario: Scenario) -> str:
     """The scenario with every default filled in, as YAML.
 
-    A scenario without fog nodes has no ``fog`` keys here, so its resolved form (and the identity
-    of its checkpoints) is what it was before fog nodes existed."""
+    A scenario without fog nodes has no ``fog`` keys here, and one on the default engine (Ray) no
+    ``simulation.engine``, so its resolved form (and the identity of its checkpoints) is what it
+    was before fog nodes and engines existed."""
     data = scenario.model_dump(mode="json")
+    if data["simulation"]["engine"] == "ray":
+        del data["simulation"]["engine"]
     if data["fog"] is None:
         del data["fog"]
     for entry in data["fleet"]:

@@ -43,12 +43,13 @@ from fogsim.core import Topology, evaluate
 from fogsim.data import Dataset
 from fogsim.models import build_model
 from fogsim.sim import checkpoint, cost
-from fogsim.sim.client_app import UNIFORM_WEIGHT_KEY, FleetSpec
 from fogsim.sim.device_state import DeviceStates, pack_masks, unpack_masks
 from fogsim.sim.fog import FogLayer
 from fogsim.sim.fog_grid import FogGrid
+from fogsim.sim.messages import UNIFORM_WEIGHT_KEY
 from fogsim.sim.outputs import RunFiles
 from fogsim.sim.reports import EXAMPLES_KEY, ClientRow, DeviceReport, FogRecord, RoundRecord, TierRecord
+from fogsim.sim.shared import FleetSpec
 import strategies
 
 TIER_MASKS = 64  # distinct masks evaluated per profile at the end of a run, at most
@@ -387,11 +388,9 @@ def serve(grid: Grid, job: ServerJob) -> None:
         job.on_client(fog_grid.round, done, total)
 
     availability = job.spec.fleet.per_device([t.profile.availability for t in job.spec.fleet.tiers])
-    shape_model = build_model(scenario.model, job.data.input_shape, job.data.num_classes)
-    shapes = {n: tuple(shape_model.get_parameter(n).shape) for n in Topology(shape_model, job.data.input_shape).prunable}
     fog_grid = FogGrid(grid, availability, scenario.fraction, scenario.seed, job.states, job.nodes,
                        on_reply=_on_reply if job.on_client is not None else None, stop=job.stop,
-                       download=scenario.strategy.download, shapes=shapes)
+                       download=scenario.strategy.download)
     fog_grid.connect()
     initial = job.initial or ArrayRecord(
         build_model(scenario.model, job.data.input_shape, job.data.num_classes, seed=scenario.seed).state_dict())

@@ -9,7 +9,28 @@ the object the first time it needs it and keeps it for the rest of the run.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
+
+from fogsim.sim.fleet import Fleet
+from fogsim.sim.fog import FogLayer
+from fogsim.sim.partition import Partitions
+from fogsim.sim.scenario import Scenario
+
+
+@dataclass(frozen=True)
+class FleetSpec:
+    """What every worker needs to know, sent to each once: the scenario, its fleet, the split and
+    the fog nodes (None without a fog layer). Built by set-up (``run.prepare``)."""
+
+    scenario: Scenario
+    fleet: Fleet
+    partitions: Partitions
+    fog: FogLayer | None = None
+
+    def link_profile(self, device: int):
+        """The profile whose links time the device's transfers: its own, capped by its fog node's local link."""
+        return self.fog.device_profile(device) if self.fog is not None else self.fleet[device].profile
 
 _fetched: dict[str, Any] = {}  # per worker process: object id -> the object, for the current run
 

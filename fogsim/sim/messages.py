@@ -1,0 +1,145 @@
+"""Every message the simulation sends, and every record name in them, in one place.
+
+A Flower node of the simulation is a worker that simulates devices. Each round the server
+(``fog_grid.FogGrid``) sends every worker **one cohort message** naming the devices it simulates
+this round, with what each needs; the worker (``client_app``) trains them one after another in
+its own process and answers **once**. The strategy never sees cohorts: it addresses one message
+per device and gets one reply per device, which the grid unpacks from the cohort replies.
+
+A cohort message carries:
+
+- ``COHORT`` (ConfigRecord): per device, in the cohort's order, its id, which model and which
+  config it receives (indices into the records below), whether it has a state and, if so, its
+  schedule position (optimizer steps, progress of the next pruning step); and how downloads
+  are accounted (``sparse`` or ``dense``, ``strategy.download``);
+- ``MODEL + i`` (ArrayRecord): each distinct model the strategy sends (one, or one per fog node),
+  dense and once, however many devices receive it;
+- ``CONFIG + j`` (ConfigRecord): each distinct train config, with the fog's round;
+- ``MASKS`` (ArrayRecord): each device's packed mask (``device_state.pack_masks``) by device id,
+  for the devices that hold one.
+
+The reply carries, per device, ``COHORT``'s lists again (``failed``: dropped out this round;
+the new schedule position), its new mask in ``MASKS``, and, for a device that finished, its
+upload ``UPLOAD + id`` (ArrayRecord) and its report ``METRICS + id`` (MetricRecord). A device
+that raised an exception ends the cohort: ``CRASHED`` names it and the reason.
+
+What a device *would* have received and sent — its download restricted to its mask, its packed
+upload — is what traffic and time are accounted on, device by device; the cohort is the
+simulator's transport, never counted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
+
+from fogsim.sim.device_state import DeviceState
+
+COHORT = "fogsim-cohort"
+MODEL = "fogsim-model-"
+CONFIG = "fogsim-config-"
+MASKS = "fogsim-masks"
+UPLOAD = "fogsim-upload-"
+METRICS = "fogsim-metrics-"
+CRASHED = "fogsim-crashed"
+
+ROUND_KEY = "server-round"  # Flower's train-config key of the round, which fogsim sets to the fog's
+UNIFORM_WEIGHT_KEY = "unit-weight"  # what the strategy weights by when strategy.weighting is uniform
+
+
+@dataclass
+class Assignment:
+    """One device of a cohort: what the worker needs to simulate it this round."""
+
+    device: int
+    model: int                  # index of its model among the cohort's MODEL records
+    config: int                 # index of its config among the cohort's CONFIG records
+    state: DeviceState | None   # None before its first round
+
+
+@dataclass
+class Outcome:
+    """What one device of a cohort did: ``failed`` (dropped out), or its new state, upload and report."""
+
+    device: int
+    failed: bool = False
+    state: DeviceState | None = None
+    upload: ArrayRecord | None = None
+    metrics: MetricRecord | None = None
+
+
+def _mask_record(pairs) -> ArrayRecord:
+    from flwr.app import Array
+
+    return ArrayRecord({str(device): Array(np.asarray(bits, dtype=np.uint8)) for device, bits in pairs
+                        if bits is not None})
+
+
+def cohort_message(assignments: list[Assignment], models: list[ArrayRecord], configs: list[ConfigRecord],
+                   download: str) -> RecordDict:
+    """The content of a cohort message (see the module)."""
+    states = [a.state for a in assignments]
+    content = RecordDict({COHORT: ConfigRecord({
+        "devices": [a.device for a in assignments], "model": [a.model for a in assignments],
+        "config": [a.config for a in assignments], "has-state": [s is not None for s in states],
+        "steps": [s.steps if s is not None else 0 for s in states],
+        "next-prune": [float(s.next_prune) if s is not None else 0.0 for s in states],
+        "download": download})})
+    for i, model in enumerate(models):
+        content[MODEL + str(i)] = model
+    for j, config in enumerate(configs):
+        content[CONFIG + str(j)] = config
+    content[MASKS] = _mask_record((a.device, a.state.mask if a.state is not None else None) for a in assignments)
+    return content
+
+
+def read_cohort(content: RecordDict) -> tuple[list[Assignment], str]:
+    """``(assignments, download)`` of a cohort message."""
+    cohort = content[COHORT]
+    masks = content[MASKS]
+    out = []
+    for i, device in enumerate(cohort["devices"]):
+        state = None
+        if cohort["has-state"][i]:
+            bits = masks[str(device)].numpy() if str(device) in masks else None
+            state = DeviceState(int(cohort["steps"][i]), float(cohort["next-prune"][i]), bits)
+        out.append(Assignment(int(device), int(cohort["model"][i]), int(cohort["config"][i]), state))
+    return out, str(cohort["download"])
+
+
+def cohort_reply(outcomes: list[Outcome], crashed: tuple[int, str] | None = None) -> RecordDict:
+    """The content of a cohort's reply (see the module); ``crashed``: (device, reason) that ended it."""
+    states = [o.state for o in outcomes]
+    content = RecordDict({COHORT: ConfigRecord({
+        "devices": [o.device for o in outcomes], "failed": [o.failed for o in outcomes],
+        "steps": [s.steps if s is not None else 0 for s in states],
+        "next-prune": [float(s.next_prune) if s is not None else 0.0 for s in states]})})
+    content[MASKS] = _mask_record((o.device, o.state.mask if o.state is not None else None) for o in outcomes)
+    for o in outcomes:
+        if not o.failed:
+            content[UPLOAD + str(o.device)] = o.upload
+            content[METRICS + str(o.device)] = o.metrics
+    if crashed is not None:
+        content[CRASHED] = ConfigRecord({"device": crashed[0], "reason": crashed[1]})
+    return content
+
+
+def read_reply(content: RecordDict) -> tuple[list[Outcome], tuple[int, str] | None]:
+    """``(outcomes, crashed)`` of a cohort's reply."""
+    cohort = content[COHORT]
+    masks = content[MASKS]
+    out = []
+    for i, device in enumerate(cohort["devices"]):
+        if cohort["failed"][i]:
+            out.append(Outcome(int(device), failed=True))
+            continue
+        bits = masks[str(device)].numpy() if str(device) in masks else None
+        out.append(Outcome(int(device), state=DeviceState(int(cohort["steps"][i]), float(cohort["next-prune"][i]), bits),
+                           upload=content[UPLOAD + str(device)], metrics=content[METRICS + str(device)]))
+    crashed = None
+    if CRASHED in content:
+        record = content[CRASHED]
+        crashed = (int(record["device"]), str(record["reason"]))
+    return out, crashed
