@@ -1,11 +1,8 @@
 """The server's store of device states: packed masks, each distinct one kept once, spilled to disk."""
 
 import numpy as np
-import pytest
-from flwr.app import RecordDict
 
-from fogsim.sim.device_state import (
-    DEVICE_KEY, MASK_KEY, DeviceState, DeviceStates, pack_masks, pop_state, read_state, state_records, unpack_masks)
+from fogsim.sim.device_state import DeviceState, DeviceStates, pack_masks, unpack_masks
 
 SHAPES = {"0.weight": (3, 5), "2.weight": (7,)}
 
@@ -63,20 +60,3 @@ def test_a_dense_device_has_a_schedule_position_but_no_mask():
     states = DeviceStates(2, memory_bytes=1024)
     states.put(1, DeviceState(3, 0.0, None))
     assert states.get(1) == DeviceState(3, 0.0, None) and len(states.masks) == 0
-
-
-@pytest.mark.parametrize("state", [None, DeviceState(4, 2.5, None), DeviceState(4, 2.5, np.array([7, 1], np.uint8))])
-def test_state_records_round_trip_and_come_out_of_a_reply(state):
-    content = RecordDict(state_records(12, state))
-    device, back = read_state(content)
-    assert device == 12
-    if state is None:
-        assert back is None
-    else:
-        assert (back.steps, back.next_prune) == (4, 2.5)
-        assert (back.mask is None) == (state.mask is None)
-        if state.mask is not None:
-            assert back.mask.tolist() == [7, 1]
-    popped = pop_state(content)
-    assert DEVICE_KEY not in content and MASK_KEY not in content
-    assert (popped is None) == (state is None)

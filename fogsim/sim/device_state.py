@@ -1,11 +1,12 @@
 """What a device carries from one round to the next, kept by the server between its rounds.
 
-A Flower node of the simulation is a worker slot that can simulate any device, so a device's
-state cannot live in a node: the server keeps it and sends it with the device's next training
-message, and the device sends it back with its reply. The state is the brief's: the device's
-mask and its schedule position (optimizer steps so far and the progress of its next pruning
-step; its progress itself follows from the round). This is the simulator's own bookkeeping: it
-is never counted as traffic, since a real device keeps its mask in its own memory.
+A Flower node of the simulation is a worker that can simulate any device, so a device's
+state cannot live in a node: the server keeps it and sends it in the cohort message of the
+device's next round (``messages``), and the worker sends it back in its reply. The state is
+the brief's: the device's mask and its schedule position (optimizer steps so far and the
+progress of its next pruning step; its progress itself follows from the round). This is the
+simulator's own bookkeeping: it is never counted as traffic, since a real device keeps its
+mask in its own memory.
 
 Masks travel and are stored packed, one bit per entry of the prunable tensors in model order
 (``pack_masks``). Devices with the same target that prune the same global weights keep the
@@ -150,41 +151,3 @@ class DeviceStates:
 
     def close(self) -> None:
         self.masks.close()
-
-
-# --- on the wire: the records a training message and its reply carry besides Flower's own ---------
-DEVICE_KEY, MASK_KEY = "fogsim-device", "fogsim-mask"
-
-
-def state_records(device: int | None, state: DeviceState | None) -> dict:
-    """The records that carry ``state`` (and, server to device, which ``device`` to simulate)."""
-    from flwr.app import Array, ArrayRecord, ConfigRecord
-
-    config = ConfigRecord({} if device is None else {"device-id": device})
-    records = {DEVICE_KEY: config}
-    if state is not None:
-        config["steps"], config["next-prune"] = state.steps, state.next_prune
-        if state.mask is not None:
-            records[MASK_KEY] = ArrayRecord({"bits": Array(np.asarray(state.mask, dtype=np.uint8))})
-    return records
-
-
-def read_state(content) -> tuple[int | None, DeviceState | None]:
-    """``(device, state)`` from a message's records; ``None`` where the message does not carry them."""
-    config = content.config_records.get(DEVICE_KEY) if DEVICE_KEY in content else None
-    if config is None:
-        return None, None
-    device = int(config["device-id"]) if "device-id" in config else None
-    if "steps" not in config:
-        return device, None
-    mask = content[MASK_KEY]["bits"].numpy() if MASK_KEY in content else None
-    return device, DeviceState(int(config["steps"]), float(config["next-prune"]), mask)
-
-
-def pop_state(content) -> DeviceState | None:
-    """Take the state records out of a reply, so a strategy sees only Flower's own records."""
-    _, state = read_state(content)
-    for key in (DEVICE_KEY, MASK_KEY):
-        if key in content:
-            del content[key]
-    return state
