@@ -15,7 +15,7 @@ from fogsim.models import build_model
 from fogsim.sim.client_app import dataset_of, device_download, make_client_app
 from fogsim.sim.device_state import DeviceStates
 from fogsim.sim.local import LocalGrid
-from fogsim.sim.messages import CONFIG, MODEL, ROUND_KEY, read_cohort, read_reply
+from fogsim.sim.messages import CONFIG, MODEL, ROUND_KEY, WARM_UP, read_cohort, read_reply
 from fogsim.sim.outputs import RunFiles
 from fogsim.sim.run import prepare, prepare_resume
 from fogsim.sim.scenario import resolved_yaml
@@ -43,6 +43,8 @@ class InProcessGrid(LocalGrid):
         messages = list(messages)
         ids = super().push_messages(messages)
         for message, id_ in zip(messages, ids):
+            if WARM_UP in message.content:
+                continue
             assignments, download = read_cohort(message.content)
             outcomes, _ = read_reply(self._replies[id_].content)
             returned = {o.device: o.state for o in outcomes}

@@ -183,6 +183,7 @@ def fog_over(download):
         states.put(device, DeviceState(3, 0.5, bits))
     grid = FogGrid(RecordingGrid(), np.ones(5), 1.0, seed=0, states=states, nodes=2, download=download)
     grid.connect()
+    grid.grid.pushed = []  # the warm-up messages
     return grid, {0: a, 1: b, 2: a, 3: a}
 
 

@@ -9,7 +9,7 @@ from flwr.supercore.task_identity import TaskIdentity
 
 from fogsim.sim.device_state import DeviceState, DeviceStates
 from fogsim.sim.fog_grid import FogGrid
-from fogsim.sim.messages import COHORT, Outcome, cohort_reply, read_cohort
+from fogsim.sim.messages import COHORT, WARM_UP, Outcome, cohort_reply, read_cohort
 
 WORKERS = [501, 502]
 
@@ -45,6 +45,7 @@ class FakeGrid:
         self.pulls = 0
         self.pushed = []  # (worker node, device, steps the message carried or None)
         self.cohorts = {}  # message id -> (node, the cohort message)
+        self.warm_ups = []  # warm-up messages not answered yet
 
     def get_node_ids(self):
         return list(WORKERS)
@@ -52,6 +53,11 @@ class FakeGrid:
     def push_messages(self, messages):
         ids = []
         for m in messages:
+            if WARM_UP in m.content:
+                m.metadata.__dict__["_message_id"] = f"w{m.metadata.dst_node_id}"
+                self.warm_ups.append(m)
+                ids.append(m.metadata.message_id)
+                continue
             assignments, _ = read_cohort(m.content)
             for a in assignments:
                 self.pushed.append((m.metadata.dst_node_id, a.device, a.state.steps if a.state else None))
@@ -76,6 +82,10 @@ class FakeGrid:
         return Message(cohort_reply(outcomes), reply_to=m)
 
     def pull_messages(self, ids):
+        warm = [m for m in self.warm_ups if m.metadata.message_id in ids]
+        if warm:  # answered at once, not counted as a pull
+            self.warm_ups = [m for m in self.warm_ups if m not in warm]
+            return [Message(RecordDict(), reply_to=m) for m in warm]
         self.pulls += 1
         batch = self.batches.pop(0) if self.batches else []
         return [self.reply(self.cohorts.pop(f"n{WORKERS[slot]}")) for slot in batch if f"n{WORKERS[slot]}" in ids]
@@ -134,6 +144,14 @@ def test_one_model_and_config_per_cohort_with_the_fogs_round():
     assert keys == [["fogsim-model-0"], ["fogsim-model-0", "fogsim-model-1"]], "each distinct model once"
     assert all(m.content["fogsim-config-0"]["server-round"] == 3 for m in sent), "the fog's round, not Flower's"
     assert all(m.content[COHORT]["download"] == "dense" for m in sent)
+
+
+def test_every_worker_is_warmed_up_before_the_first_round():
+    fake = FakeGrid([])
+    grid = grid_over(fake)
+    assert sorted(m.metadata.dst_node_id for m in fake.warm_ups) == WORKERS, "one warm-up per worker node"
+    grid.start_round(1)
+    assert fake.warm_ups == [] and not grid._warming, "the first round waits for every warm-up reply"
 
 
 def test_without_a_callback_and_with_a_timeout():

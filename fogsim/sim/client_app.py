@@ -33,7 +33,8 @@ from typing import Callable
 
 import numpy as np
 import torch
-from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord
+from torch import nn
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from fogsim.core import DeviceTrainer
@@ -41,8 +42,8 @@ from fogsim.data import Dataset, load_dataset
 from fogsim.models import build_model
 from fogsim.sim import cost, draws
 from fogsim.sim.device_state import DeviceState, pack_masks, unpack_masks
-from fogsim.sim.messages import (CONFIG, MODEL, ROUND_KEY, UNIFORM_WEIGHT_KEY, Assignment, Outcome, cohort_reply,
-                                 read_cohort)
+from fogsim.sim.messages import (CONFIG, MODEL, ROUND_KEY, UNIFORM_WEIGHT_KEY, WARM_UP, Assignment, Outcome,
+                                 cohort_reply, read_cohort)
 from fogsim.sim.reports import DeviceReport
 from fogsim.sim.scenario import Scenario
 from fogsim.sim.shared import FleetSpec
@@ -74,10 +75,11 @@ def device_download(dense: dict[str, np.ndarray], bits: np.ndarray | None, shape
 class Worker:
     """A worker process's warm state for one run: the dataset, one model and trainer per kind of device."""
 
-    def __init__(self, spec: FleetSpec):
+    def __init__(self, spec: FleetSpec, data: Dataset | None = None):
         self.spec = spec
-        self.data = dataset_of(spec.scenario)
+        self.data = data if data is not None else dataset_of(spec.scenario)
         self._trainers: dict[tuple[str, int], DeviceTrainer] = {}
+        self._full: dict[int, dict[str, np.ndarray]] = {}
 
     def trainer(self, device: int, horizon: int) -> DeviceTrainer:
         """The trainer of ``device``'s configuration and budget, built the first time such a device trains."""
@@ -91,6 +93,27 @@ class Worker:
                                     budget=tier.profile.memory_budget, device=tier.label)
             self._trainers[key] = trainer
         return trainer
+
+    def warm_up(self) -> None:
+        """Build every kind of device's model and trainer and run one backward pass on each, so
+        that what a process pays once (the dataset, PyTorch's first optimizer and autograd pass)
+        is paid before the first round."""
+        data = self.data
+        x, y = data.train_x[:1], data.train_y[:1]
+        for tier in self.spec.fleet.tiers:
+            trainer = self.trainer(tier.first, 1)
+            nn.functional.cross_entropy(trainer.model(x), y).backward()
+            trainer.model.zero_grad(set_to_none=True)
+
+    def full_masks(self, trainer: DeviceTrainer) -> dict[str, np.ndarray]:
+        """The masks of a device that never prunes: every entry kept (one set per trainer, read-only)."""
+        if id(trainer) not in self._full:
+            full = {n: np.ones(tuple(trainer.model.get_parameter(n).shape), dtype=bool)
+                    for n in trainer.topology.prunable}
+            for mask in full.values():
+                mask.flags.writeable = False
+            self._full[id(trainer)] = full
+        return self._full[id(trainer)]
 
     def simulate(self, assignment: Assignment, dense: dict[str, np.ndarray], config: ConfigRecord,
                  download: str) -> Outcome:
@@ -127,9 +150,8 @@ class Worker:
             accuracy, _ = trainer.evaluate(data.test_x[:limit], data.test_y[:limit])  # what this tier ends with
         flops = cost.training_flops((flops_before + cost.forward_flops(trainer.topology, trainer.masks)) / 2, per_round)
         weights = {k: v.detach().numpy() for k, v in model.state_dict().items()}
-        kept = {name: (trainer.masks.masks[name] if trainer.masks is not None else
-                       torch.ones_like(model.get_parameter(name), dtype=torch.bool)).numpy()
-                for name in trainer.topology.prunable}
+        kept = {name: trainer.masks.masks[name].numpy() for name in trainer.topology.prunable} \
+            if trainer.masks is not None else self.full_masks(trainer)
         packed = config.get(UPLOAD_ENCODING_KEY, "dense") == "packed"
         upload = pack_masked_state(weights, kept) if packed else dense_masked_state(weights, kept)
         download_bytes = encoded_nbytes(received)
@@ -174,10 +196,11 @@ def train_cohort(worker: Worker, msg: Message) -> Message:
 _worker: Worker | None = None  # this process's warm worker, for the run whose spec it holds
 
 
-def worker_for(spec: FleetSpec) -> Worker:
+def worker_for(spec: FleetSpec, data: Dataset | None = None) -> Worker:
+    """This process's worker for ``spec``'s run; ``data``: the run's dataset, where this process has it."""
     global _worker
     if _worker is None or _worker.spec is not spec:
-        _worker = Worker(spec)
+        _worker = Worker(spec, data)
     return _worker
 
 
@@ -194,6 +217,9 @@ def make_client_app(spec: Callable[[], FleetSpec]) -> ClientApp:
         threads = torch.get_num_threads()
         torch.set_num_threads(1)  # one CPU per worker; more threads only fight each other
         try:
+            if WARM_UP in msg.content:
+                worker_for(spec()).warm_up()
+                return Message(RecordDict(), reply_to=msg)
             return train_cohort(worker_for(spec()), msg)
         finally:
             torch.set_num_threads(threads)

@@ -33,7 +33,7 @@ from flwr.common import MessageType
 
 from fogsim.sim import draws
 from fogsim.sim.device_state import DeviceStates
-from fogsim.sim.messages import COHORT, ROUND_KEY, Assignment, Outcome, cohort_message, read_reply
+from fogsim.sim.messages import COHORT, ROUND_KEY, WARM_UP, Assignment, Outcome, cohort_message, read_reply
 
 CONNECT_TIMEOUT_S = 120
 PULL_INTERVAL_S = 0.01  # a pull reads the in-memory link state: cheap, and a round waits for it
@@ -63,6 +63,7 @@ class FogGrid:
         self.on_reply = on_reply  # (replies so far, messages sent), for training messages only
         self.stop = stop or threading.Event()  # set by the main thread to end the server's waits
         self.nodes: list[int] = []
+        self._warming: set[str] = set()  # warm-up messages not answered yet
         self.round = 1
         self.available: np.ndarray = np.empty(0, dtype=np.int64)
         self.sampled: list[int] = []
@@ -74,7 +75,8 @@ class FogGrid:
         return getattr(self.grid, name)
 
     def connect(self) -> None:
-        """Wait until the simulation's worker nodes are registered (they start with the engine)."""
+        """Wait until the simulation's worker nodes are registered (they start with the engine), then send
+        each a warm-up message, answered while the server sets up (``start_round`` waits for it)."""
         deadline = time.monotonic() + CONNECT_TIMEOUT_S
         while len(nodes := list(self.grid.get_node_ids())) < self.nodes_expected:
             self._check_stop()
@@ -83,8 +85,21 @@ class FogGrid:
                                    f"within {CONNECT_TIMEOUT_S} s")
             time.sleep(0.05)
         self.nodes = sorted(nodes)
+        warm_ups = [Message(content=RecordDict({WARM_UP: ConfigRecord()}), dst_node_id=node,
+                            message_type=MessageType.TRAIN) for node in self.nodes]
+        self._warming = set(self.grid.push_messages(warm_ups))
+
+    def _await_warm_up(self) -> None:
+        """Wait for the workers' warm-up replies (``connect`` sent them; ``messages``)."""
+        for reply in self._pull(self._warming, dict.fromkeys(self._warming, 0), None, None):
+            if reply.has_error():
+                raise RuntimeError(f"a worker failed to start: {reply.error.reason}")
+        self._warming = set()
 
     def start_round(self, round_: int) -> None:
+        """Sample the round's devices; before the first, wait for the workers to be warm."""
+        if self._warming:
+            self._await_warm_up()
         self.round = round_
         self.available, self.sampled = draws.participants(self.availability, self.fraction, self.seed, round_)
         self.replies = []

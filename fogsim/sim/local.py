@@ -18,7 +18,7 @@ from uuid import uuid4
 from flwr.app import Context, Message, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 
-from fogsim.sim.client_app import make_client_app
+from fogsim.sim.client_app import make_client_app, worker_for
 from fogsim.sim.server_app import ServerJob, serve
 
 WORKER_NODE = 1  # the one worker node's id
@@ -59,6 +59,7 @@ def run_local(job: ServerJob) -> None:
     saved = (TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id)
     # Flower sets this identity when it starts a ServerApp; Messages are built with it.
     TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, SERVER_NODE, 1
+    worker_for(spec, job.data)  # the worker shares the dataset the server loaded
     try:
         serve(LocalGrid(make_client_app(lambda: spec)), job)
     finally:

@@ -23,6 +23,10 @@ the new schedule position), its new mask in ``MASKS``, and, for a device that fi
 upload ``UPLOAD + id`` (ArrayRecord) and its report ``METRICS + id`` (MetricRecord). A device
 that raised an exception ends the cohort: ``CRASHED`` names it and the reason.
 
+Before the first round each worker gets a **warm-up** message (``WARM_UP``, nothing else): it
+loads the dataset and builds its models and trainers while the server sets up, so that start-up
+is not counted in round 1; it answers with an empty reply.
+
 What a device *would* have received and sent — its download restricted to its mask, its packed
 upload — is what traffic and time are accounted on, device by device; the cohort is the
 simulator's transport, never counted.
@@ -44,6 +48,7 @@ MASKS = "fogsim-masks"
 UPLOAD = "fogsim-upload-"
 METRICS = "fogsim-metrics-"
 CRASHED = "fogsim-crashed"
+WARM_UP = "fogsim-warm-up"
 
 ROUND_KEY = "server-round"  # Flower's train-config key of the round, which fogsim sets to the fog's
 UNIFORM_WEIGHT_KEY = "unit-weight"  # what the strategy weights by when strategy.weighting is uniform

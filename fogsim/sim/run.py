@@ -135,7 +135,6 @@ def run(prepared: Prepared, out: Path, on_round: Callable[[dict], None] | None =
     """
     quiet_flower(verbose)
     from flwr.app import Array, ArrayRecord
-    from flwr.simulation import run_simulation
 
     from fogsim.plots import plot_run
     from fogsim.sim.server_app import ServerJob, make_server_app
@@ -169,6 +168,8 @@ def run(prepared: Prepared, out: Path, on_round: Callable[[dict], None] | None =
 
                 run_local(job)
             else:
+                from flwr.simulation import run_simulation
+
                 start_ray(scenario.simulation, verbose)
                 job.nodes = nodes_for(scenario, len(prepared.fleet), ray_cpus())
                 run_simulation(server_app=make_server_app(job), client_app=make_client_app(SharedSpec(prepared.spec)),

@@ -159,15 +159,23 @@ class RoundEnd:
                             self.job.checkpoint_meta, self.strategy.state_arrays() if self.strategy else None)
 
     def client_masks(self) -> list[tuple[int, bytes, dict[str, torch.Tensor], int]]:
-        """``(examples, packed mask, masks, device)`` of every client that finished the round, from its state."""
+        """``(examples, packed mask, masks, device)`` of every client that finished the round, from its state.
+
+        Clients often share a mask (always, without pruning): each distinct one is unpacked once,
+        and clients that share it share the same ``masks`` object."""
         out = []
+        unpacked: dict[bytes | None, tuple[bytes, dict[str, torch.Tensor]]] = {}
         for device, reply in self.grid.replies:
             if reply.has_error():
                 continue
             bits = self.grid.states.get(device).mask
-            masks = {n: torch.from_numpy(m) for n, m in unpack_masks(bits, self.shapes).items()} if bits is not None \
-                else {n: torch.ones(shape, dtype=torch.bool) for n, shape in self.shapes.items()}
-            out.append((int(reply.content["metrics"][EXAMPLES_KEY]), self.key(masks), masks, device))
+            raw = None if bits is None else np.ascontiguousarray(bits, dtype=np.uint8).tobytes()
+            if raw not in unpacked:
+                masks = {n: torch.from_numpy(m) for n, m in unpack_masks(bits, self.shapes).items()} \
+                    if bits is not None else {n: torch.ones(shape, dtype=torch.bool) for n, shape in self.shapes.items()}
+                unpacked[raw] = (self.key(masks), masks)
+            key, masks = unpacked[raw]
+            out.append((int(reply.content["metrics"][EXAMPLES_KEY]), key, masks, device))
         return out
 
     def key(self, masks: dict[str, torch.Tensor]) -> bytes:
@@ -177,7 +185,7 @@ class RoundEnd:
         """The global model on the test set, on the entries some client of the round kept and under
         each client's own mask (``clients``: ``client_masks()``)."""
         state = arrays.to_torch_state_dict()
-        everyone = union([masks for _, _, masks, _ in clients])
+        everyone = union(list({key: masks for _, key, masks, _ in clients}.values()))  # each distinct mask once
         self.model.load_state_dict(masked(state, everyone))
         accuracy, loss = evaluate(self.model, self.test_x, self.test_y)
         state = {k: v.clone() for k, v in self.model.state_dict().items()}  # load_state_dict below writes in place
