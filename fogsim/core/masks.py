@@ -26,6 +26,7 @@ class MaskSet:
         # Biases and norm parameters of removed units (structured pruning only); not counted
         # in density, which is over prunable tensors.
         self.dependents: dict[str, torch.Tensor] = {}
+        self._update_dependents()
 
     # --- the one place a mask changes -----------------------------------------------------
     def update(self, proposed: dict[str, torch.Tensor]) -> None:
@@ -39,12 +40,17 @@ class MaskSet:
 
     def _update_dependents(self) -> None:
         self.dependents = {}
+        self._alive: dict[int, int] = {}  # per structurally prunable layer, its units with weights
         for layer in self.topology.structured_layers():
             alive = self.masks[layer.weight].reshape(layer.units, -1).any(1)
-            if bool(alive.all()):
+            self._alive[layer.index] = int(alive.sum())
+            if self._alive[layer.index] == layer.units:
                 continue
             for name in ([layer.bias] if layer.bias else []) + layer.norms:
                 self.dependents[name] = alive.clone()
+        # Counted once per change: the trainer, the memory accountant and the cost model ask
+        # after every pruning step and every round.
+        self._kept = {name: int(mask.sum()) for name, mask in self.all_masks().items()}
 
     # --- applying masks ------------------------------------------------------------------
     def all_masks(self) -> dict[str, torch.Tensor]:
@@ -74,7 +80,11 @@ class MaskSet:
 
     # --- counts ----------------------------------------------------------------------------
     def kept(self) -> int:
-        return int(sum(int(m.sum()) for m in self.masks.values()))
+        return sum(self._kept[name] for name in self.masks)
+
+    def kept_of(self, name: str) -> int:
+        """Entries kept of one masked tensor (a prunable one, or a dependent of removed units)."""
+        return self._kept[name]
 
     def total(self) -> int:
         return int(sum(m.numel() for m in self.masks.values()))
@@ -84,8 +94,7 @@ class MaskSet:
 
     def alive_units(self) -> dict[int, int]:
         """Per structurally prunable layer (Sequential index), how many units still have weights."""
-        return {layer.index: int(self.masks[layer.weight].reshape(layer.units, -1).any(1).sum())
-                for layer in self.topology.structured_layers()}
+        return dict(self._alive)
 
     # --- persistence (a federated device keeps its mask across rounds) ---------------------
     def state_dict(self) -> dict[str, torch.Tensor]:

@@ -88,7 +88,7 @@ class MemoryAccountant:
         total = 0
         for name, numel in self.shapes.items():
             if name in all_masks:
-                kept = int(all_masks[name].sum())
+                kept = masks.kept_of(name)
                 total += tensor_bytes(numel, kept, self.copies, self.layout, self.value_bytes)[0]
             else:
                 total += self.copies * numel * self.value_bytes

@@ -42,12 +42,12 @@ from fogsim.data import Dataset, load_dataset
 from fogsim.models import build_model
 from fogsim.sim import cost, draws
 from fogsim.sim.device_state import DeviceState, pack_masks, unpack_masks
-from fogsim.sim.messages import (CONFIG, MODEL, ROUND_KEY, UNIFORM_WEIGHT_KEY, WARM_UP, Assignment, Outcome,
-                                 cohort_reply, read_cohort)
+from fogsim.sim.messages import (CONFIG, MODEL, ROUND_KEY, UNIFORM_WEIGHT_KEY, UPLOAD_ENCODING_KEY, WARM_UP,
+                                 Assignment, Outcome, cohort_reply, read_cohort)
 from fogsim.sim.reports import DeviceReport
 from fogsim.sim.scenario import Scenario
 from fogsim.sim.shared import FleetSpec
-from strategies import UPLOAD_ENCODING_KEY, dense_masked_state, encoded_nbytes, pack_masked_state, unpack_masked_state
+from strategies import dense_masked_state, encoded_nbytes, pack_masked_state, unpack_masked_state
 
 
 @lru_cache(maxsize=2)

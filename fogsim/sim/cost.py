@@ -20,7 +20,7 @@ def forward_flops(topology: Topology, masks: MaskSet | None) -> int:
     for layer in topology.layers:
         _, _, out = topology.steps[layer.index]
         positions = out.numel // layer.units
-        kept = int(masks.masks[layer.weight].sum()) if masks is not None else layer.numel
+        kept = masks.kept_of(layer.weight) if masks is not None else layer.numel
         total += 2 * kept * positions
     return total
 

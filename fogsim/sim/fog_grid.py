@@ -33,7 +33,8 @@ from flwr.common import MessageType
 
 from fogsim.sim import draws
 from fogsim.sim.device_state import DeviceStates
-from fogsim.sim.messages import COHORT, ROUND_KEY, WARM_UP, Assignment, Outcome, cohort_message, read_reply
+from fogsim.sim.messages import (ARRAYS, COHORT, METRICS, ROUND_KEY, TRAIN_CONFIG, WARM_UP, Assignment, Outcome,
+                                 cohort_message, read_reply)
 
 CONNECT_TIMEOUT_S = 120
 PULL_INTERVAL_S = 0.01  # a pull reads the in-memory link state: cheap, and a round waits for it
@@ -148,7 +149,7 @@ class FogGrid:
         model_records, config_records, assignments = [], [], []
         for message in messages:
             content = message.content
-            arrays, config = content["arrays"], content["config"]
+            arrays, config = content[ARRAYS], content[TRAIN_CONFIG]
             if id(arrays) not in models:
                 models[id(arrays)] = len(model_records)
                 model_records.append(arrays)
@@ -167,7 +168,7 @@ class FogGrid:
             return Message(Error(code=draws.FAILED,
                                  reason=f"device {outcome.device} dropped out mid-round {self.round}"), reply_to=message)
         self.states.put(outcome.device, outcome.state)
-        return Message(RecordDict({"arrays": outcome.upload, "metrics": outcome.metrics}), reply_to=message)
+        return Message(RecordDict({ARRAYS: outcome.upload, METRICS: outcome.metrics}), reply_to=message)
 
     def _pull(self, msg_ids: set[str], sizes: dict[str, int], timeout: float | None,
               on_reply: Callable[[int, int], None] | None) -> list[Message]:

@@ -4,7 +4,9 @@ A Flower node of the simulation is a worker that simulates devices. Each round t
 (``fog_grid.FogGrid``) sends every worker **one cohort message** naming the devices it simulates
 this round, with what each needs; the worker (``client_app``) trains them one after another in
 its own process and answers **once**. The strategy never sees cohorts: it addresses one message
-per device and gets one reply per device, which the grid unpacks from the cohort replies.
+per device and gets one reply per device, which the grid unpacks from the cohort replies,
+holding Flower's own records only (``ARRAYS``, ``METRICS``, named below with the other keys a
+strategy and a device agree on).
 
 A cohort message carries:
 
@@ -20,7 +22,7 @@ A cohort message carries:
 
 The reply carries, per device, ``COHORT``'s lists again (``failed``: dropped out this round;
 the new schedule position), its new mask in ``MASKS``, and, for a device that finished, its
-upload ``UPLOAD + id`` (ArrayRecord) and its report ``METRICS + id`` (MetricRecord). A device
+upload ``UPLOAD + id`` (ArrayRecord) and its report ``REPORT + id`` (MetricRecord). A device
 that raised an exception ends the cohort: ``CRASHED`` names it and the reason.
 
 Before the first round each worker gets a **warm-up** message (``WARM_UP``, nothing else): it
@@ -40,18 +42,26 @@ import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
 from fogsim.sim.device_state import DeviceState
+from fogsim.sim.reports import EXAMPLES_KEY as _EXAMPLES_KEY
+from strategies import UPLOAD_ENCODING_KEY as _UPLOAD_ENCODING_KEY
 
 COHORT = "fogsim-cohort"
 MODEL = "fogsim-model-"
 CONFIG = "fogsim-config-"
 MASKS = "fogsim-masks"
 UPLOAD = "fogsim-upload-"
-METRICS = "fogsim-metrics-"
+REPORT = "fogsim-report-"
 CRASHED = "fogsim-crashed"
 WARM_UP = "fogsim-warm-up"
 
-ROUND_KEY = "server-round"  # Flower's train-config key of the round, which fogsim sets to the fog's
-UNIFORM_WEIGHT_KEY = "unit-weight"  # what the strategy weights by when strategy.weighting is uniform
+# What the strategies see: Flower's own records, by the names Flower's strategies use by default.
+ARRAYS = "arrays"            # the model sent, and each device's upload
+TRAIN_CONFIG = "config"      # the strategy's train config
+METRICS = "metrics"          # each device's report (``reports.DeviceReport``)
+ROUND_KEY = "server-round"   # the train config's round, which fogsim sets to the fog's
+UNIFORM_WEIGHT_KEY = "unit-weight"  # a report's weight when strategy.weighting is uniform
+EXAMPLES_KEY = _EXAMPLES_KEY  # a report's weight by default: its examples (a ``DeviceReport`` field)
+UPLOAD_ENCODING_KEY = _UPLOAD_ENCODING_KEY  # train-config key: "packed" uploads (masked-*) or dense (Flower's)
 
 
 @dataclass
@@ -125,7 +135,7 @@ def cohort_reply(outcomes: list[Outcome], crashed: tuple[int, str] | None = None
     for o in outcomes:
         if not o.failed:
             content[UPLOAD + str(o.device)] = o.upload
-            content[METRICS + str(o.device)] = o.metrics
+            content[REPORT + str(o.device)] = o.metrics
     if crashed is not None:
         content[CRASHED] = ConfigRecord({"device": crashed[0], "reason": crashed[1]})
     return content
@@ -142,7 +152,7 @@ def read_reply(content: RecordDict) -> tuple[list[Outcome], tuple[int, str] | No
             continue
         bits = masks[str(device)].numpy() if str(device) in masks else None
         out.append(Outcome(int(device), state=DeviceState(int(cohort["steps"][i]), float(cohort["next-prune"][i]), bits),
-                           upload=content[UPLOAD + str(device)], metrics=content[METRICS + str(device)]))
+                           upload=content[UPLOAD + str(device)], metrics=content[REPORT + str(device)]))
     crashed = None
     if CRASHED in content:
         record = content[CRASHED]

@@ -46,9 +46,9 @@ from fogsim.sim import checkpoint, cost
 from fogsim.sim.device_state import DeviceStates, pack_masks, unpack_masks
 from fogsim.sim.fog import FogLayer
 from fogsim.sim.fog_grid import FogGrid
-from fogsim.sim.messages import UNIFORM_WEIGHT_KEY
+from fogsim.sim.messages import EXAMPLES_KEY, METRICS, UNIFORM_WEIGHT_KEY
 from fogsim.sim.outputs import RunFiles
-from fogsim.sim.reports import EXAMPLES_KEY, ClientRow, DeviceReport, FogRecord, RoundRecord, TierRecord
+from fogsim.sim.reports import ClientRow, DeviceReport, FogRecord, RoundRecord, TierRecord
 from fogsim.sim.shared import FleetSpec
 import strategies
 
@@ -71,7 +71,7 @@ def client_rows(spec: FleetSpec, grid: FogGrid) -> list[dict]:
     nodes = spec.fog.of([device for device, _ in grid.replies]) if spec.fog is not None else None
     for i, (device_id, reply) in enumerate(grid.replies):
         tier = spec.fleet.tier_of(device_id)
-        report = None if reply.has_error() else DeviceReport.from_metrics(reply.content["metrics"])
+        report = None if reply.has_error() else DeviceReport.from_metrics(reply.content[METRICS])
         node = spec.fog.nodes[int(nodes[i])].name if nodes is not None else SERVER
         rows.append(ClientRow(grid.round, device_id, tier.profile_name, tier.plan.budget_bytes, node, report).as_row())
     return rows
@@ -103,6 +103,17 @@ def round_row(round_: int, evaluation: "Evaluation", clients: list[dict], grid: 
         clients_ok=len(ok), clients_failed=len(clients) - len(ok), cloud_round=int(cloud_round)))
 
 
+@dataclass
+class EndedRound:
+    """A round as the server's end-of-round steps (``RoundEnd.steps``) see it; each adds its part."""
+
+    round: int
+    arrays: ArrayRecord              # the new global model
+    clients: list                    # RoundEnd.client_masks(): the clients that finished, with their masks
+    evaluation: "Evaluation | None" = None  # evaluate_round
+    row: dict | None = None          # write_rows: rounds.csv's row
+
+
 @dataclass(frozen=True)
 class Evaluation:
     accuracy: float
@@ -112,13 +123,15 @@ class Evaluation:
 
 
 class RoundEnd:
-    """The server's end of every round: evaluate the new global model, record the round, checkpoint
-    it, sample the next.
+    """The server's end of every round, as named steps (``steps``): evaluate the new global model,
+    write the tiers (last round), write the round's rows, checkpoint it, sample the next.
 
     Flower's strategy loop calls it as its central evaluation hook (``evaluate_fn``) before
     the first round and after every round; what it returns, the round's row, is what the
-    strategy's ``Result`` keeps per round. The round numbers are the fog's (``FogGrid.round``):
-    a resumed run's first round is the one after its checkpoint, while Flower counts from 1.
+    strategy's ``Result`` keeps per round. The round number has one owner, the fog
+    (``FogGrid.round``, advanced only by ``start_next`` and ``begin``): a resumed run's first round
+    is the one after its checkpoint, while Flower counts from 1; the grid writes it into every
+    train config and the strategies are told the offset (``round_offset``).
     """
 
     def __init__(self, job: "ServerJob", grid: FogGrid):
@@ -137,21 +150,44 @@ class RoundEnd:
         self.fog_rounds = FogRounds(self, spec.fog) if spec.fog is not None else None
 
     def __call__(self, flower_round: int, arrays: ArrayRecord) -> MetricRecord | None:
-        row = None
         if flower_round == 0:
-            if self.job.first_round == 1:
-                self.checkpoint(0, arrays)  # a run that dies in round 1 resumes from its start
-            self.grid.start_round(self.job.first_round)
-        else:
-            clients = self.client_masks()
-            evaluation = self.evaluate(arrays, clients)
-            if self.grid.round == self.spec.scenario.rounds:  # before the row: a finished run has its tiers
-                self.files.write_tiers(self.evaluate_tiers(arrays))
-            row = self.record(self.grid.round, evaluation, arrays, clients)
-            self.checkpoint(self.grid.round, arrays)
-            self.grid.start_round(self.grid.round + 1)
+            self.begin(arrays)
+            return None
+        ended = EndedRound(self.grid.round, arrays, self.client_masks())
+        for step in self.steps:
+            step(ended)
+        return MetricRecord(ended.row)
+
+    @property
+    def steps(self) -> tuple[Callable[["EndedRound"], None], ...]:
+        """The jobs of the end of a round, in order; each reads what the ones before it left in the round."""
+        return (self.evaluate_round, self.write_tiers, self.write_rows, self.checkpoint_round, self.start_next)
+
+    def begin(self, arrays: ArrayRecord) -> None:
+        """Before the first round (of the run, or of what a resumed run has left)."""
+        if self.job.first_round == 1:
+            self.checkpoint(0, arrays)  # a run that dies in round 1 resumes from its start
+        self.grid.start_round(self.job.first_round)
         self.clock = time.perf_counter()
-        return MetricRecord(row) if row is not None else None
+
+    def evaluate_round(self, ended: "EndedRound") -> None:
+        ended.evaluation = self.evaluate(ended.arrays, ended.clients)
+
+    def write_tiers(self, ended: "EndedRound") -> None:
+        """After the last round, before its row: a finished run has its tiers."""
+        if ended.round == self.spec.scenario.rounds:
+            self.files.write_tiers(self.evaluate_tiers(ended.arrays))
+
+    def write_rows(self, ended: "EndedRound") -> None:
+        ended.row = self.record(ended.round, ended.evaluation, ended.arrays, ended.clients)
+
+    def checkpoint_round(self, ended: "EndedRound") -> None:
+        self.checkpoint(ended.round, ended.arrays)
+
+    def start_next(self, ended: "EndedRound") -> None:
+        """Sample the next round's devices; its wall time counts from here."""
+        self.grid.start_round(ended.round + 1)
+        self.clock = time.perf_counter()
 
     def checkpoint(self, round_: int, arrays: ArrayRecord) -> None:
         if self.job.checkpoint_meta is not None:
@@ -175,7 +211,7 @@ class RoundEnd:
                     if bits is not None else {n: torch.ones(shape, dtype=torch.bool) for n, shape in self.shapes.items()}
                 unpacked[raw] = (self.key(masks), masks)
             key, masks = unpacked[raw]
-            out.append((int(reply.content["metrics"][EXAMPLES_KEY]), key, masks, device))
+            out.append((int(reply.content[METRICS][EXAMPLES_KEY]), key, masks, device))
         return out
 
     def key(self, masks: dict[str, torch.Tensor]) -> bytes:
