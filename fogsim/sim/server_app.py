@@ -60,7 +60,11 @@ def masked(state: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]) -> di
 
 
 def union(masks: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    return {name: torch.stack([m[name] for m in masks]).any(0) for name in masks[0]} if masks else {}
+    out = {name: mask.clone() for name, mask in masks[0].items()} if masks else {}
+    for other in masks[1:]:
+        for name, mask in out.items():
+            mask |= other[name]
+    return out
 
 
 SERVER = "server"  # clients.csv's fog_node of a device that talks to the server directly (no fog layer)
@@ -207,9 +211,11 @@ class RoundEnd:
             bits = self.grid.states.get(device).mask
             raw = None if bits is None else np.ascontiguousarray(bits, dtype=np.uint8).tobytes()
             if raw not in unpacked:
-                masks = {n: torch.from_numpy(m) for n, m in unpack_masks(bits, self.shapes).items()} \
-                    if bits is not None else {n: torch.ones(shape, dtype=torch.bool) for n, shape in self.shapes.items()}
-                unpacked[raw] = (self.key(masks), masks)
+                if bits is None:
+                    masks = {n: torch.ones(shape, dtype=torch.bool) for n, shape in self.shapes.items()}
+                    unpacked[raw] = (self.key(masks), masks)
+                else:  # the state holds the mask packed as key() packs it
+                    unpacked[raw] = (raw, {n: torch.from_numpy(m) for n, m in unpack_masks(bits, self.shapes).items()})
             key, masks = unpacked[raw]
             out.append((int(reply.content[METRICS][EXAMPLES_KEY]), key, masks, device))
         return out
