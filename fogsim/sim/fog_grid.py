@@ -1,6 +1,6 @@
 """``FogGrid``: Flower's Grid as the fog sees it — the sampled devices stand where nodes would.
 
-The simulation's Flower nodes are worker slots, not devices: any node can simulate any device,
+The simulation's Flower nodes are workers, not devices: any node can simulate any device,
 because what it needs travels with the round's message (see ``messages``). So the fleet can be
 far larger than the number of nodes, and what a round costs depends on the devices sampled in
 it, not on how many exist.
