@@ -109,6 +109,8 @@ def test_training_replies_are_reported_as_cohorts_arrive_and_returned_sorted():
     assert [grid.device_of(r) for r in out] == [0, 1, 2, 3]
     assert [r.content["metrics"]["steps"] for r in out] == [40, 21, 42, 23], "each device's own reply"
     assert fake.pulls == 4, "it stops pulling once every cohort is in"
+    assert list(grid.states.mask_keys()) == [0, 1, 2, 3], \
+        "states are kept in device order, not in the order the workers answered (tiers.csv sums in it)"
 
 
 def test_each_node_gets_one_cohort_and_the_states_travel():

@@ -122,16 +122,18 @@ class FogGrid:
         ids = list(self.grid.push_messages(cohorts))
         sizes = {i: len(c.content[COHORT]["devices"]) for i, c in zip(ids, cohorts)}
         original = dict(zip(devices, messages))
-        replies = []
+        outcomes = []
         for cohort in self._pull(set(ids), sizes, timeout, self.on_reply if train else None):
             if cohort.has_error():
                 raise RuntimeError(f"a worker crashed in round {self.round}: {cohort.error.reason}")
-            outcomes, crashed = read_reply(cohort.content)
+            done, crashed = read_reply(cohort.content)
             if crashed is not None:
                 raise RuntimeError(f"device {crashed[0]} crashed in round {self.round}: {crashed[1]}")
-            for outcome in outcomes:
-                replies.append((outcome.device, self._device_reply(outcome, original[outcome.device])))
-        replies.sort(key=lambda pair: pair[0])
+            outcomes += done
+        # In device order, whatever order the workers answered in: the states are kept in it too,
+        # and what reads them in that order (tiers.csv's sums over masks) gives the same digits.
+        outcomes.sort(key=lambda outcome: outcome.device)
+        replies = [(o.device, self._device_reply(o, original[o.device])) for o in outcomes]
         if train:
             self.replies = replies
         self._device_of_reply = {id(reply): device for device, reply in replies}
