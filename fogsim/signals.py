@@ -20,6 +20,7 @@ import threading
 CLEANUP_LIMIT_S = 15  # the most an interrupted command may take to stop
 _received: list[int] = []
 _installed: list[bool] = []  # non-empty while the command line's handlers are in force
+_announced: list[bool] = []  # non-empty once the interrupt's line is printed
 
 
 def _handle(signum: int, frame) -> None:
@@ -35,9 +36,18 @@ def _handle(signum: int, frame) -> None:
 
 
 def _leave(signum: int) -> None:
-    """Cleanup took too long (a library swallowed the interrupt, or a shutdown hangs): leave anyway."""
-    print(f"fogsim: interrupted by {signal.Signals(signum).name}; what finished is kept", file=sys.stderr, flush=True)
+    """Cleanup took too long (a library swallowed the interrupt, or a shutdown hangs): leave anyway,
+    saying so unless the command line has said it already (an engine thread that outlives the
+    command can hold up the interpreter's exit)."""
+    if not _announced:
+        print(f"fogsim: interrupted by {signal.Signals(signum).name}; what finished is kept", file=sys.stderr,
+              flush=True)
     os._exit(128 + signum)
+
+
+def announce() -> None:
+    """The command line has printed its one line about the interrupt: the watchdog must not repeat it."""
+    _announced.append(True)
 
 
 def install() -> dict:
@@ -47,6 +57,7 @@ def install() -> dict:
     way), so that Ctrl-C or ``kill -INT`` always stops fogsim with exit code 130.
     """
     _received.clear()
+    _announced.clear()
     if threading.current_thread() is not threading.main_thread():
         return {}
     _installed.append(True)

@@ -1,7 +1,8 @@
 """Faults injected into real runs: a kill at a random moment then --resume, interrupts, bad checkpoints.
 
-Each run is the shortened quickstart through Flower and Ray, started as a user starts it (the
-``fogsim`` command in a subprocess) so that signals reach it the way they do from a terminal.
+Each run is the shortened quickstart through Flower and Ray (the engine with processes of its
+own to stop), started as a user starts it (the ``fogsim`` command in a subprocess) so that
+signals reach it the way they do from a terminal. The local engine's interrupt: ``test_sim_local``.
 """
 
 import os
@@ -19,7 +20,7 @@ from fogsim.sim.reports import WALL_COLUMNS
 
 pytestmark = pytest.mark.slow
 ROUNDS = 6
-SHORT = ["--set", f"rounds={ROUNDS}"]
+SHORT = ["--set", f"rounds={ROUNDS}", "--set", "simulation.engine=ray"]
 
 
 def fogsim(*args, **kwargs):

@@ -1,6 +1,11 @@
 """The local engine: the whole run in this process, the same files as Ray's (``test_sim_run``),
 and a device that crashes mid-cohort ends the run in one line with the finished rounds kept."""
 
+import signal
+import subprocess
+import sys
+import time
+
 import pandas as pd
 import pytest
 
@@ -35,3 +40,22 @@ def test_a_device_that_crashes_mid_cohort_ends_the_run_in_one_line_and_keeps_the
     assert "\n" not in message and "device 3 crashed in round 2: ValueError: boom second line" in message
     assert "the 1 finished rounds are in" in message
     assert len(pd.read_csv(tmp_path / "run" / "rounds.csv")) == 1, "round 1 is kept"
+
+
+@pytest.mark.slow
+def test_an_interrupt_stops_a_local_run_within_seconds_and_keeps_its_rounds(tmp_path):
+    out = tmp_path / "run"
+    process = subprocess.Popen([sys.executable, "-m", "fogsim", "run", QUICKSTART, "--set", "rounds=2000",
+                                "--out", str(out), "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not (out / "rounds.csv").exists() or len((out / "rounds.csv").read_text().splitlines()) < 3:
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()[1][-2000:]
+        time.sleep(0.05)
+    sent = time.monotonic()
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130 and time.monotonic() - sent < 10, err[-2000:]
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("fogsim: interrupted by"), err[-2000:]
+    assert len(pd.read_csv(out / "rounds.csv")) >= 2, "the finished rounds are kept"
