@@ -108,12 +108,23 @@ def backend_config(scenario: Scenario, verbose: bool = False) -> dict:
             "init_args": init_args(scenario.simulation, verbose)}
 
 
+COHORT_DEVICES = 64  # devices in a cohort, at most, when simulation.nodes is not set
+
+
 def nodes_for(scenario: Scenario, devices: int, cpus: float) -> int:
-    """Flower nodes (workers) to start: ``simulation.nodes``, or as many as Ray can run side by side
-    on ``cpus`` CPUs at ``client_cpus`` each; never more than a round can sample (each node gets a
-    cohort of the round's devices, so a node beyond that would idle)."""
+    """Flower nodes to start: ``simulation.nodes``, or as many as Ray can run side by side on
+    ``cpus`` CPUs at ``client_cpus`` each, and more where a round samples more than
+    ``COHORT_DEVICES`` per node; never more than a round can sample (each node gets a cohort of
+    the round's devices, so a node beyond that would idle).
+
+    A node is a queue of work, not a process: Ray's workers take the cohorts of all nodes as they
+    come free. Cohorts of a bounded size keep every message and reply small (a worker's uploads
+    are held in memory until its reply is sent) and let the workers share a round's work evenly.
+    """
+    sampled = draws.most_sampled(devices, scenario.fraction)
     side_by_side = max(1, int(cpus / scenario.simulation.client_cpus + 1e-9))
-    return min(scenario.simulation.nodes or side_by_side, draws.most_sampled(devices, scenario.fraction), MAX_NODES)
+    default = max(side_by_side, -(-sampled // COHORT_DEVICES))
+    return min(scenario.simulation.nodes or default, sampled, MAX_NODES)
 
 
 def quiet_flower(verbose: bool = False) -> None:
