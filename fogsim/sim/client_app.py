@@ -99,11 +99,13 @@ class Worker:
         that what a process pays once (the dataset, PyTorch's first optimizer and autograd pass)
         is paid before the first round."""
         data = self.data
-        x, y = data.train_x[:1], data.train_y[:1]
+        x, y = data.train_x[:2], data.train_y[:2]
         for tier in self.spec.fleet.tiers:
-            trainer = self.trainer(tier.first, 1)
-            nn.functional.cross_entropy(trainer.model(x), y).backward()
-            trainer.model.zero_grad(set_to_none=True)
+            model = self.trainer(tier.first, 1).model
+            model.eval()  # no dropout draw from PyTorch's generator, no batch-norm statistics touched
+            nn.functional.cross_entropy(model(x), y).backward()
+            model.zero_grad(set_to_none=True)
+            model.train()
 
     def full_masks(self, trainer: DeviceTrainer) -> dict[str, np.ndarray]:
         """The masks of a device that never prunes: every entry kept (one set per trainer, read-only)."""
