@@ -95,6 +95,9 @@ import threading
 import time
 from pathlib import Path
 
+from proctree import Sampler, read
+from proctree import rss as proc_rss
+
 BENCHMARKS = Path(__file__).resolve().parent
 REPO = BENCHMARKS.parent
 RUNS = {  # key -> (label, pruning)
@@ -230,45 +233,29 @@ def child(spec_path: Path) -> int:
 
 # --- the parent: launch, watch memory, collect --------------------------------------------------
 
-def _read(path: str) -> str | None:
-    try:
-        with open(path, "rb") as f:
-            return f.read().decode(errors="replace")
-    except OSError:
-        return None
-
-
 def _pss(pid: int) -> int:
-    text = _read(f"/proc/{pid}/smaps_rollup") or ""
+    text = read(f"/proc/{pid}/smaps_rollup") or ""
     for line in text.splitlines():
         if line.startswith("Pss:"):
             return int(line.split()[1]) * 1024
     return 0
 
 
-class Monitor(threading.Thread):
+class Monitor(Sampler):
     """Samples the RSS of a process's descendants (Ray's processes) from /proc every ``interval`` s."""
 
     def __init__(self, root: int, interval: float):
-        super().__init__(daemon=True)
-        self.root, self.interval = root, interval
-        self.stop = threading.Event()
+        super().__init__(root, interval)
         self.peak_workers = self.peak_ray = self.peak_pss = 0
         self.peak_by_name: dict[str, int] = {}
         self.descendants: set[int] = set()
-
-    def run(self) -> None:
-        while True:
-            self.sample()
-            if self.stop.wait(self.interval):
-                return
 
     def tree(self) -> set[int]:
         children: dict[int, list[int]] = {}
         for entry in os.scandir("/proc"):
             if not entry.name.isdigit():
                 continue
-            stat = _read(f"/proc/{entry.name}/stat")
+            stat = read(f"/proc/{entry.name}/stat")
             if stat:
                 ppid = int(stat[stat.rindex(")") + 2:].split()[1])
                 children.setdefault(ppid, []).append(int(entry.name))
@@ -286,11 +273,10 @@ class Monitor(threading.Thread):
         workers = ray = 0
         pss = _pss(self.root)
         for pid in pids:
-            statm = _read(f"/proc/{pid}/statm")
-            if not statm:
+            rss = proc_rss(pid)
+            if not rss:
                 continue
-            rss = int(statm.split()[1]) * PAGE
-            name = process_name(_read(f"/proc/{pid}/cmdline") or "")
+            name = process_name(read(f"/proc/{pid}/cmdline") or "")
             if name.startswith("ray::"):
                 workers += rss
             ray += rss

@@ -86,10 +86,11 @@ import signal
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from proctree import Sampler, read, rss
 
 THIS = Path(__file__).resolve()
 REPO = THIS.parent.parent
@@ -510,46 +511,25 @@ def worker_result(stdout: str) -> dict | None:
 
 # --- the parent: launch a run, watch its memory ---------------------------------------------------
 
-def _read(path: str) -> str | None:
-    try:
-        with open(path, "rb") as f:
-            return f.read().decode(errors="replace")
-    except OSError:
-        return None
-
-
 def _stat(pid: int) -> tuple[int, int] | None:
     """(parent pid, start time) of a live process, from /proc/<pid>/stat."""
-    text = _read(f"/proc/{pid}/stat")
+    text = read(f"/proc/{pid}/stat")
     if not text:
         return None
     fields = text[text.rindex(")") + 2:].split()
     return int(fields[1]), int(fields[19])
 
 
-def _rss(pid: int) -> int:
-    text = _read(f"/proc/{pid}/statm")
-    return int(text.split()[1]) * PAGE if text else 0
-
-
-class TreeMemory(threading.Thread):
+class TreeMemory(Sampler):
     """The peak of the summed RSS of a process and its descendants, sampled from /proc.
 
     A descendant once seen is counted while it lives, even if it is re-parented (a daemon).
     """
 
     def __init__(self, root: int, interval: float):
-        super().__init__(daemon=True)
-        self.root, self.interval = root, interval
+        super().__init__(root, interval)
         self.peak = 0
         self.seen: dict[int, int] = {}  # pid -> start time (a reused pid is another process)
-        self.stop = threading.Event()
-
-    def run(self) -> None:
-        while True:
-            self.sample()
-            if self.stop.wait(self.interval):
-                return
 
     def alive(self) -> set[int]:
         children: dict[int, list[int]] = {}
@@ -571,7 +551,7 @@ class TreeMemory(threading.Thread):
         return tree | {pid for pid, start in self.seen.items() if starts.get(pid) == start}
 
     def sample(self) -> None:
-        self.peak = max(self.peak, sum(_rss(pid) for pid in self.alive()))
+        self.peak = max(self.peak, sum(rss(pid) for pid in self.alive()))
 
     def leftovers(self) -> set[int]:
         """Descendants still alive after the root has exited."""
@@ -584,7 +564,7 @@ def reap(memory: TreeMemory, grace: float = 3.0) -> list[str]:
     deadline = time.time() + grace
     while (left := memory.leftovers()) and time.time() < deadline:
         time.sleep(0.1)
-    names = sorted((_read(f"/proc/{pid}/comm") or "?").strip() for pid in left)
+    names = sorted((read(f"/proc/{pid}/comm") or "?").strip() for pid in left)
     stop_processes(left)
     return names
 
