@@ -141,3 +141,20 @@ def test_resume_refuses_what_it_cannot_resume(tmp_path, uninterrupted):
     arrays = next((damaged / ".checkpoint").iterdir()) / "arrays.npz"
     arrays.write_bytes(arrays.read_bytes()[:100])
     assert "damaged checkpoint" in refused("--resume", str(damaged))
+
+
+def test_a_worker_that_dies_mid_run_ends_it_in_one_line_and_keeps_the_finished_rounds(tmp_path):
+    """A Ray worker killed (as the OOM killer would) while the run goes on: exit 1 within seconds,
+    one line naming what happened, every finished round kept."""
+    out = tmp_path / "run"
+    process = fogsim("run", "scenarios/quickstart.yaml", "--set", "rounds=1000", "--set", "simulation.engine=ray",
+                     "--out", str(out), "--quiet")
+    wait_for_rounds(process, out, 2)
+    actors = subprocess.run(["pgrep", "-f", "ray::ClientAppActor"], capture_output=True, text=True).stdout.split()
+    assert actors, "no Ray worker found"
+    os.kill(int(actors[0]), signal.SIGKILL)
+    _, err = process.communicate(timeout=120)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert process.returncode == 1, err[-2000:]
+    assert len(lines) == 1 and "a worker crashed in round" in lines[0] and "ActorDiedError" in lines[0], err[-2000:]
+    assert rounds_done(out) >= 2 and f"finished rounds are in {out}" in lines[0]

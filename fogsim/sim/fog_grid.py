@@ -23,6 +23,7 @@ the simulator's transport and is never counted.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from typing import Callable
@@ -38,6 +39,14 @@ from fogsim.sim.messages import (ARRAYS, COHORT, METRICS, ROUND_KEY, TRAIN_CONFI
 
 CONNECT_TIMEOUT_S = 120
 PULL_INTERVAL_S = 0.01  # a pull reads the in-memory link state: cheap, and a round waits for it
+
+
+def _worker_error(reason: str) -> str:
+    """The first line of what Flower says went wrong in a worker, unwrapped from its
+    ``<class 'module.Error'>:<'message'>`` form into ``Error: message``."""
+    first = (reason.strip().splitlines() or [""])[0]
+    wrapped = re.match(r"<class '(?:[\w.]*\.)?(\w+)'>:<'(.*?)'?>?$", first)
+    return f"{wrapped.group(1)}: {wrapped.group(2)}" if wrapped else first
 
 
 class Stopped(Exception):
@@ -125,7 +134,7 @@ class FogGrid:
         outcomes = []
         for cohort in self._pull(set(ids), sizes, timeout, self.on_reply if train else None):
             if cohort.has_error():
-                raise RuntimeError(f"a worker crashed in round {self.round}: {cohort.error.reason}")
+                raise RuntimeError(f"a worker crashed in round {self.round}: {_worker_error(cohort.error.reason)}")
             done, crashed = read_reply(cohort.content)
             if crashed is not None:
                 raise RuntimeError(f"device {crashed[0]} crashed in round {self.round}: {crashed[1]}")

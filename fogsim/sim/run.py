@@ -128,10 +128,11 @@ def nodes_for(scenario: Scenario, devices: int, cpus: float) -> int:
 
 
 def quiet_flower(verbose: bool = False) -> None:
-    """No telemetry (``fogsim.telemetry``); Flower's own log only when ``verbose``."""
+    """No telemetry (``fogsim.telemetry``); Flower's own log only when ``verbose``: without it a
+    failure Flower logs (a worker that died, with Ray's traceback) is fogsim's one line alone."""
     telemetry_off()
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
-    logging.getLogger("flwr").setLevel(logging.INFO if verbose else logging.ERROR)
+    logging.getLogger("flwr").setLevel(logging.INFO if verbose else logging.CRITICAL)
 
 
 def run(prepared: Prepared, out: Path, on_round: Callable[[dict], None] | None = None,
