@@ -155,7 +155,9 @@ class Worker:
         kept = {name: trainer.masks.masks[name].numpy() for name in trainer.topology.prunable} \
             if trainer.masks is not None else self.full_masks(trainer)
         packed = config.get(UPLOAD_ENCODING_KEY, "dense") == "packed"
-        upload = pack_masked_state(weights, kept) if packed else dense_masked_state(weights, kept)
+        # Dense with zeros where pruned; a device that never prunes has nothing to zero.
+        upload = pack_masked_state(weights, kept) if packed else \
+            dense_masked_state(weights, kept if trainer.masks is not None else {})
         download_bytes = encoded_nbytes(received)
         upload_bytes = encoded_nbytes(upload)
         report = DeviceReport(
