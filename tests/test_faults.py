@@ -77,10 +77,15 @@ def test_a_run_killed_at_a_random_moment_resumes_to_the_same_files(tmp_path, uni
     assert (out / "summary.json").exists()
 
 
-@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
-def test_a_signal_stops_the_run_within_seconds_keeps_its_rounds_and_resumes(tmp_path, uninterrupted, sig, code):
+@pytest.mark.parametrize("sig, code, engine", [(signal.SIGINT, 130, "local"), (signal.SIGTERM, 143, "ray")],
+                         ids=["SIGINT-local", "SIGTERM-ray"])
+def test_a_signal_stops_the_run_within_seconds_keeps_its_rounds_and_resumes(tmp_path, uninterrupted, sig, code,
+                                                                            engine):
+    """Either engine, either signal: the same handler; the files end as the uninterrupted run's
+    (whose engine is Ray's: the engine changes no result)."""
     out = tmp_path / "stopped"
-    process = fogsim("run", "scenarios/quickstart.yaml", *SHORT, "--out", str(out), "--quiet")
+    process = fogsim("run", "scenarios/quickstart.yaml", "--set", f"rounds={ROUNDS}", "--set",
+                     f"simulation.engine={engine}", "--out", str(out), "--quiet")
     wait_for_rounds(process, out, 1)
     sent = time.monotonic()
     process.send_signal(sig)
