@@ -28,7 +28,7 @@ from fogsim.sim.run import prepare, run
 from fogsim.sim.scenario import Simulation
 
 QUICKSTART = "scenarios/quickstart.yaml"
-SHORT = ["rounds=2"]
+SHORT = ["rounds=2", "simulation.engine=ray"]  # the quick start runs locally; these runs are about Ray
 MARKER = "FOGSIM_TEST_RAY_CLUSTER"
 START_TIMEOUT_S = 180  # one `ray start` on a loaded 2-core machine; a cluster that does not come up fails here
 RUN_TIMEOUT_S = 300  # one two-round run on the cluster; a hung attach fails here instead of hanging the suite

@@ -226,7 +226,7 @@ def test_fogsim_run_on_ray_writes_what_the_in_process_rounds_write(tmp_path, cap
 
     sets = ["rounds=3", *TWO_NODES]
     serve_in_process(tmp_path / "inprocess", sets)
-    argv = ["run", QUICKSTART, "--out", str(tmp_path / "ray"), "--quiet"]
+    argv = ["run", QUICKSTART, "--out", str(tmp_path / "ray"), "--quiet", "--set", "simulation.engine=ray"]
     for assignment in sets:
         argv += ["--set", assignment]
     assert main(argv) == 0, capsys.readouterr().err

@@ -191,7 +191,7 @@ def test_a_run_reports_its_clients_and_gives_the_same_results(tmp_path):
     from fogsim.sim.reports import WALL_COLUMNS
     from fogsim.sim.run import prepare, run
 
-    short = ["rounds=2"]
+    short = ["rounds=2", "simulation.engine=ray"]
     calls = []
     run(prepare("scenarios/quickstart.yaml", short), tmp_path / "a", on_client=lambda *call: calls.append(call))
     run(prepare("scenarios/quickstart.yaml", short), tmp_path / "b")

@@ -59,6 +59,9 @@ def test_bad_set_is_a_one_line_error(assignment):
     ({"fleet": FLEET, "data": {"name": "imagenet"}}, "data.name: unknown dataset 'imagenet'"),
     ({"fleet": FLEET, "model": "resnet"}, "model: unknown model 'resnet'"),
     ({"fleet": FLEET, "pruning": {"prune_start": 0.5, "prune_end": 0.2}}, "prune_end (0.2) must not be before"),
+    ({"fleet": FLEET, "simulation": {"engine": "local", "address": "10.0.0.5:6379"}},
+     "simulation.engine is local (this one process); set simulation.engine: ray"),
+    ({"fleet": FLEET, "simulation": {"engine": "spark"}}, "simulation.engine: Input should be 'ray' or 'local'"),
     ([1, 2], "a scenario is a mapping"),
 ])
 def test_bad_values_name_the_key_path(data, message):

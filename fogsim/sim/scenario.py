@@ -247,7 +247,8 @@ class Simulation(_Section):
         "cluster; local: the whole run in this one process, one worker, no Ray start (fast for small runs; the "
         "same result files)")
 
-    num_cpus: int = Field(2, ge=1, le=MAX_CPUS, description="CPUs Ray may use on this machine (ignored with address)")
+    num_cpus: int = Field(2, ge=1, le=MAX_CPUS, description="CPUs Ray may use on this machine (ignored with address "
+                          "and by the local engine)")
     client_cpus: float = Field(1.0, gt=0, le=MAX_CPUS, description="CPUs reserved by each running client")
     address: str | None = Field(
         None, description="an existing Ray cluster to run on: its address (host:port or ray://host:port), or auto "
@@ -320,6 +321,9 @@ class Scenario(_Section):
         low = t.batch_min if t.batch_min is not None else t.batch_size
         if t.batch_max < low:
             raise ValueError(f"training.batch_max ({t.batch_max}) must be at least the minimum batch ({low})")
+        if self.simulation.engine == "local" and self.simulation.address is not None:
+            raise ValueError("simulation.address names a Ray cluster, but simulation.engine is local (this one "
+                             "process); set simulation.engine: ray to run on the cluster")
         return self
 
     def train_config(self, compression: float) -> TrainConfig:
