@@ -53,7 +53,8 @@ def same_results(a: Path, b: Path) -> None:
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
     out = tmp_path_factory.mktemp("faults") / "full"
-    process = fogsim("run", "scenarios/quickstart.yaml", *SHORT, "--out", str(out), "--quiet")
+    # the local engine: the same files as Ray's, in seconds
+    process = fogsim("run", "scenarios/quickstart.yaml", "--set", f"rounds={ROUNDS}", "--out", str(out), "--quiet")
     _, err = process.communicate(timeout=300)
     assert process.returncode == 0, err
     return out
