@@ -26,7 +26,7 @@ class MaskSet:
         # Biases and norm parameters of removed units (structured pruning only); not counted
         # in density, which is over prunable tensors.
         self.dependents: dict[str, torch.Tensor] = {}
-        self._update_dependents()
+        self._changed()
 
     # --- the one place a mask changes -----------------------------------------------------
     def update(self, proposed: dict[str, torch.Tensor]) -> None:
@@ -36,9 +36,10 @@ class MaskSet:
             if mask.shape != self.masks[name].shape:
                 raise ValueError(f"mask for {name} has shape {tuple(mask.shape)}, expected {tuple(self.masks[name].shape)}")
             self.masks[name] = self.masks[name] & mask if self.hard else mask.clone()
-        self._update_dependents()
+        self._changed()
 
-    def _update_dependents(self) -> None:
+    def _changed(self) -> None:
+        """After every change of the masks: the tensors that die with removed units, and the counts."""
         self.dependents = {}
         self._alive: dict[int, int] = {}  # per structurally prunable layer, its units with weights
         for layer in self.topology.structured_layers():
@@ -48,7 +49,7 @@ class MaskSet:
                 continue
             for name in ([layer.bias] if layer.bias else []) + layer.norms:
                 self.dependents[name] = alive.clone()
-        # Counted once per change: the trainer, the memory accountant and the cost model ask
+        # Counted here, once per change: the trainer, the memory accountant and the cost model ask
         # after every pruning step and every round.
         self._kept = {name: int(mask.sum()) for name, mask in self.all_masks().items()}
 
@@ -102,4 +103,4 @@ class MaskSet:
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         self.masks = {name: state[name].to(torch.bool).clone() for name in self.masks}
-        self._update_dependents()
+        self._changed()

@@ -79,7 +79,8 @@ class Worker:
         self.spec = spec
         self.data = data if data is not None else dataset_of(spec.scenario)
         self._trainers: dict[tuple[str, int], DeviceTrainer] = {}
-        self._full: dict[int, dict[str, np.ndarray]] = {}
+        self.shapes: dict[str, tuple[int, ...]] = {}  # the prunable tensors' shapes, in model order
+        self._full: dict[str, np.ndarray] = {}  # the masks of a device that never prunes
 
     def trainer(self, device: int, horizon: int) -> DeviceTrainer:
         """The trainer of ``device``'s configuration and budget, built the first time such a device trains."""
@@ -92,6 +93,11 @@ class Worker:
             trainer = DeviceTrainer(model, data.input_shape, data.num_classes, tier.config, horizon=horizon,
                                     budget=tier.profile.memory_budget, device=tier.label)
             self._trainers[key] = trainer
+            if not self.shapes:  # every kind of device trains the same model
+                self.shapes = {n: tuple(model.get_parameter(n).shape) for n in trainer.topology.prunable}
+                self._full = {n: np.ones(shape, dtype=bool) for n, shape in self.shapes.items()}
+                for mask in self._full.values():
+                    mask.flags.writeable = False
         return trainer
 
     def warm_up(self) -> None:
@@ -106,16 +112,6 @@ class Worker:
             nn.functional.cross_entropy(model(x), y).backward()
             model.zero_grad(set_to_none=True)
             model.train()
-
-    def full_masks(self, trainer: DeviceTrainer) -> dict[str, np.ndarray]:
-        """The masks of a device that never prunes: every entry kept (one set per trainer, read-only)."""
-        if id(trainer) not in self._full:
-            full = {n: np.ones(tuple(trainer.model.get_parameter(n).shape), dtype=bool)
-                    for n in trainer.topology.prunable}
-            for mask in full.values():
-                mask.flags.writeable = False
-            self._full[id(trainer)] = full
-        return self._full[id(trainer)]
 
     def simulate(self, assignment: Assignment, dense: dict[str, np.ndarray], config: ConfigRecord,
                  download: str) -> Outcome:
@@ -133,13 +129,12 @@ class Worker:
         per_round = int(round(scenario.training.epochs * len(x)))
         trainer = self.trainer(device_id, scenario.rounds * per_round)
         model = trainer.model
-        shapes = {n: tuple(model.get_parameter(n).shape) for n in trainer.topology.prunable}
-        received = device_download(dense, state.mask if state is not None else None, shapes, download)
+        received = device_download(dense, state.mask if state is not None else None, self.shapes, download)
         global_state, _ = unpack_masked_state(received)  # the device's own mask is applied by start()
         model.load_state_dict({k: torch.from_numpy(v) for k, v in global_state.items()})
         masks = None
-        if state is not None and state.mask is not None:
-            masks = {n: torch.from_numpy(m.copy()) for n, m in unpack_masks(state.mask, shapes).items()}
+        if state is not None and state.mask is not None:  # start() keeps copies of them
+            masks = {n: torch.from_numpy(m) for n, m in unpack_masks(state.mask, self.shapes).items()}
         trainer.start(scenario.rounds * per_round, progress=(round_ - 1) * per_round,
                       steps=state.steps if state is not None else 0,
                       next_prune=state.next_prune if state is not None else 0.0, masks=masks)
@@ -152,12 +147,11 @@ class Worker:
             accuracy, _ = trainer.evaluate(data.test_x[:limit], data.test_y[:limit])  # what this tier ends with
         flops = cost.training_flops((flops_before + cost.forward_flops(trainer.topology, trainer.masks)) / 2, per_round)
         weights = {k: v.detach().numpy() for k, v in model.state_dict().items()}
-        kept = {name: trainer.masks.masks[name].numpy() for name in trainer.topology.prunable} \
-            if trainer.masks is not None else self.full_masks(trainer)
+        pruned = {n: trainer.masks.masks[n].numpy() for n in self.shapes} if trainer.masks is not None else {}
+        # Packed uploads pack every prunable tensor (a device that never prunes: under full masks);
+        # dense ones zero what was pruned, which for such a device is nothing.
         packed = config.get(UPLOAD_ENCODING_KEY, "dense") == "packed"
-        # Dense with zeros where pruned; a device that never prunes has nothing to zero.
-        upload = pack_masked_state(weights, kept) if packed else \
-            dense_masked_state(weights, kept if trainer.masks is not None else {})
+        upload = pack_masked_state(weights, pruned or self._full) if packed else dense_masked_state(weights, pruned)
         download_bytes = encoded_nbytes(received)
         upload_bytes = encoded_nbytes(upload)
         report = DeviceReport(
@@ -175,7 +169,7 @@ class Worker:
             sim_time_s=cost.device_seconds(spec.link_profile(device_id), flops, download_bytes, upload_bytes))
         # Array copies what it is given: the model's weights are the next device's to overwrite.
         record = ArrayRecord({k: Array(np.asarray(v)) for k, v in upload.items()})
-        mask = pack_masks(kept, trainer.topology.prunable) if trainer.masks is not None else None
+        mask = pack_masks(pruned, list(self.shapes)) if pruned else None
         return Outcome(device_id, state=DeviceState(int(trainer.steps), float(trainer.next_prune), mask),
                        upload=record, metrics=MetricRecord({**report.to_metrics(), UNIFORM_WEIGHT_KEY: 1}))
 

@@ -176,8 +176,8 @@ class FogGrid:
     def _device_reply(self, outcome: Outcome, message: Message) -> Message:
         """The reply the strategy sees from one device; its new state is kept here, not passed on."""
         if outcome.failed:  # a device that dropped out keeps the state it had
-            return Message(Error(code=draws.FAILED,
-                                 reason=f"device {outcome.device} dropped out mid-round {self.round}"), reply_to=message)
+            reason = f"device {outcome.device} dropped out mid-round {self.round}"
+            return Message(Error(code=draws.FAILED, reason=reason), reply_to=message)
         self.states.put(outcome.device, outcome.state)
         return Message(RecordDict({ARRAYS: outcome.upload, METRICS: outcome.metrics}), reply_to=message)
 

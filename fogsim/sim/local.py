@@ -53,9 +53,8 @@ class LocalGrid:
 
 
 def run_local(job: ServerJob) -> None:
-    """Run ``job``'s rounds in this process with one worker (``job.nodes`` is set to 1)."""
+    """Run ``job``'s rounds in this process with one worker (``job.nodes`` must be 1)."""
     spec = job.spec
-    job.nodes = 1
     saved = (TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id)
     # Flower sets this identity when it starts a ServerApp; Messages are built with it.
     TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, SERVER_NODE, 1

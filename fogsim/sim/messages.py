@@ -85,53 +85,56 @@ class Outcome:
     metrics: MetricRecord | None = None
 
 
-def _mask_record(pairs) -> ArrayRecord:
+def _write_states(devices: list[int], states: list[DeviceState | None]) -> tuple[dict, ArrayRecord]:
+    """The devices' states as COHORT's lists (``None``: no state) and their masks by device (MASKS)."""
     from flwr.app import Array
 
-    return ArrayRecord({str(device): Array(np.asarray(bits, dtype=np.uint8)) for device, bits in pairs
-                        if bits is not None})
+    lists = {"has-state": [s is not None for s in states],
+             "steps": [s.steps if s is not None else 0 for s in states],
+             "next-prune": [float(s.next_prune) if s is not None else 0.0 for s in states]}
+    masks = ArrayRecord({str(d): Array(np.asarray(s.mask, dtype=np.uint8)) for d, s in zip(devices, states)
+                         if s is not None and s.mask is not None})
+    return lists, masks
+
+
+def _read_state(content: RecordDict, i: int) -> DeviceState | None:
+    """The state of the ``i``-th device of a cohort message or reply (``_write_states``)."""
+    cohort, masks = content[COHORT], content[MASKS]
+    if not cohort["has-state"][i]:
+        return None
+    device = str(cohort["devices"][i])
+    bits = masks[device].numpy() if device in masks else None
+    return DeviceState(int(cohort["steps"][i]), float(cohort["next-prune"][i]), bits)
 
 
 def cohort_message(assignments: list[Assignment], models: list[ArrayRecord], configs: list[ConfigRecord],
                    download: str) -> RecordDict:
     """The content of a cohort message (see the module)."""
-    states = [a.state for a in assignments]
+    devices = [a.device for a in assignments]
+    states, masks = _write_states(devices, [a.state for a in assignments])
     content = RecordDict({COHORT: ConfigRecord({
-        "devices": [a.device for a in assignments], "model": [a.model for a in assignments],
-        "config": [a.config for a in assignments], "has-state": [s is not None for s in states],
-        "steps": [s.steps if s is not None else 0 for s in states],
-        "next-prune": [float(s.next_prune) if s is not None else 0.0 for s in states],
-        "download": download})})
+        "devices": devices, "model": [a.model for a in assignments], "config": [a.config for a in assignments],
+        **states, "download": download}), MASKS: masks})
     for i, model in enumerate(models):
         content[MODEL + str(i)] = model
     for j, config in enumerate(configs):
         content[CONFIG + str(j)] = config
-    content[MASKS] = _mask_record((a.device, a.state.mask if a.state is not None else None) for a in assignments)
     return content
 
 
 def read_cohort(content: RecordDict) -> tuple[list[Assignment], str]:
     """``(assignments, download)`` of a cohort message."""
     cohort = content[COHORT]
-    masks = content[MASKS]
-    out = []
-    for i, device in enumerate(cohort["devices"]):
-        state = None
-        if cohort["has-state"][i]:
-            bits = masks[str(device)].numpy() if str(device) in masks else None
-            state = DeviceState(int(cohort["steps"][i]), float(cohort["next-prune"][i]), bits)
-        out.append(Assignment(int(device), int(cohort["model"][i]), int(cohort["config"][i]), state))
-    return out, str(cohort["download"])
+    return [Assignment(int(device), int(cohort["model"][i]), int(cohort["config"][i]), _read_state(content, i))
+            for i, device in enumerate(cohort["devices"])], str(cohort["download"])
 
 
 def cohort_reply(outcomes: list[Outcome], crashed: tuple[int, str] | None = None) -> RecordDict:
     """The content of a cohort's reply (see the module); ``crashed``: (device, reason) that ended it."""
-    states = [o.state for o in outcomes]
-    content = RecordDict({COHORT: ConfigRecord({
-        "devices": [o.device for o in outcomes], "failed": [o.failed for o in outcomes],
-        "steps": [s.steps if s is not None else 0 for s in states],
-        "next-prune": [float(s.next_prune) if s is not None else 0.0 for s in states]})})
-    content[MASKS] = _mask_record((o.device, o.state.mask if o.state is not None else None) for o in outcomes)
+    devices = [o.device for o in outcomes]
+    states, masks = _write_states(devices, [o.state for o in outcomes])
+    content = RecordDict({COHORT: ConfigRecord({"devices": devices, "failed": [o.failed for o in outcomes],
+                                                **states}), MASKS: masks})
     for o in outcomes:
         if not o.failed:
             content[UPLOAD + str(o.device)] = o.upload
@@ -144,15 +147,10 @@ def cohort_reply(outcomes: list[Outcome], crashed: tuple[int, str] | None = None
 def read_reply(content: RecordDict) -> tuple[list[Outcome], tuple[int, str] | None]:
     """``(outcomes, crashed)`` of a cohort's reply."""
     cohort = content[COHORT]
-    masks = content[MASKS]
-    out = []
-    for i, device in enumerate(cohort["devices"]):
-        if cohort["failed"][i]:
-            out.append(Outcome(int(device), failed=True))
-            continue
-        bits = masks[str(device)].numpy() if str(device) in masks else None
-        out.append(Outcome(int(device), state=DeviceState(int(cohort["steps"][i]), float(cohort["next-prune"][i]), bits),
-                           upload=content[UPLOAD + str(device)], metrics=content[REPORT + str(device)]))
+    out = [Outcome(int(device), failed=True) if cohort["failed"][i] else
+           Outcome(int(device), state=_read_state(content, i), upload=content[UPLOAD + str(device)],
+                   metrics=content[REPORT + str(device)])
+           for i, device in enumerate(cohort["devices"])]
     crashed = None
     if CRASHED in content:
         record = content[CRASHED]

@@ -169,7 +169,7 @@ def run(prepared: Prepared, out: Path, on_round: Callable[[dict], None] | None =
         else:
             files, first_round, initial, strategy_state = RunFiles(
                 out, resolved_yaml(scenario), fog=scenario.fog is not None), 1, None, None
-        job = ServerJob(prepared.spec, prepared.data, files, 1, states,
+        job = ServerJob(prepared.spec, prepared.data, files, 1, states,  # 1 node: the local engine's; Ray's below
                         first_round, initial, checkpoint_meta={**identity, "base": str(prepared.base)},
                         strategy_state=strategy_state,
                         on_round=on_round, on_client=on_client, stop=threading.Event())

@@ -256,8 +256,8 @@ class Simulation(_Section):
     nodes: int | None = Field(
         None, ge=1, le=MAX_NODES, description="Flower nodes (workers) that simulate the devices, each a cohort "
         "of them per round; any node simulates any device, so this is concurrency, not fleet size, and results do "
-        "not depend on it (default: one per client_cpus of the CPUs Ray has, and one per 64 devices a round samples beyond that; 1 with "
-        "the local engine)")
+        "not depend on it (default: one per client_cpus of the CPUs Ray has, and one per 64 devices a round "
+        "samples beyond that; 1 with the local engine)")
     state_memory: Annotated[int, size_field("state memory")] = Field(
         1024**3, description="bytes of memory for the devices' masks kept between rounds, e.g. 512MiB (each "
         "distinct mask is kept once); masks beyond it are written to a temporary directory")

@@ -32,6 +32,7 @@ class FleetSpec:
         """The profile whose links time the device's transfers: its own, capped by its fog node's local link."""
         return self.fog.device_profile(device) if self.fog is not None else self.fleet[device].profile
 
+
 _fetched: dict[str, Any] = {}  # per worker process: object id -> the object, for the current run
 
 
