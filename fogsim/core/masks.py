@@ -21,11 +21,18 @@ class MaskSet:
         self.topology = topology
         self.hard = hard
         self.params = dict(model.named_parameters())
-        self.masks: dict[str, torch.Tensor] = {
-            name: torch.ones_like(self.params[name], dtype=torch.bool) for name in topology.prunable}
         # Biases and norm parameters of removed units (structured pruning only); not counted
         # in density, which is over prunable tensors.
         self.dependents: dict[str, torch.Tensor] = {}
+        self.reset()
+
+    def reset(self, masks: dict[str, torch.Tensor] | None = None) -> None:
+        """Start again from full masks, or from copies of ``masks`` (as ``load_state_dict``), without
+        building a new set: a simulation worker begins many devices on one model."""
+        if masks:
+            self.load_state_dict(masks)
+            return
+        self.masks = {name: torch.ones_like(self.params[name], dtype=torch.bool) for name in self.topology.prunable}
         self._changed()
 
     # --- the one place a mask changes -----------------------------------------------------
@@ -52,6 +59,11 @@ class MaskSet:
         # Counted here, once per change: the trainer, the memory accountant and the cost model ask
         # after every pruning step and every round.
         self._kept = {name: int(mask.sum()) for name, mask in self.all_masks().items()}
+        # What apply() and mask_gradients() multiply by after every optimizer step: the masks in
+        # their tensors' dtype (multiplying by a boolean converts it each time), and only the
+        # masks that remove something (multiplying by ones changes nothing).
+        self._factors = {name: mask.to(self.params[name].dtype) for name, mask in self.all_masks().items()
+                         if self._kept[name] < mask.numel()}
 
     # --- applying masks ------------------------------------------------------------------
     def all_masks(self) -> dict[str, torch.Tensor]:
@@ -60,24 +72,24 @@ class MaskSet:
     @torch.no_grad()
     def apply(self) -> None:
         """Zero every masked weight."""
-        for name, mask in self.all_masks().items():
-            self.params[name].mul_(mask)
+        for name, factor in self._factors.items():
+            self.params[name].mul_(factor)
 
     @torch.no_grad()
     def mask_gradients(self) -> None:
         """Drop the gradients of masked weights, so that no optimizer state grows there."""
-        for name, mask in self.all_masks().items():
+        for name, factor in self._factors.items():
             grad = self.params[name].grad
             if grad is not None:
-                grad.mul_(mask)
+                grad.mul_(factor)
 
     @torch.no_grad()
     def mask_optimizer_state(self, optimizer: torch.optim.Optimizer) -> None:
         """Drop the optimizer state (momentum, Adam moments) of masked weights."""
-        for name, mask in self.all_masks().items():
+        for name, factor in self._factors.items():
             for value in optimizer.state.get(self.params[name], {}).values():
-                if torch.is_tensor(value) and value.shape == mask.shape:
-                    value.mul_(mask)
+                if torch.is_tensor(value) and value.shape == factor.shape:
+                    value.mul_(factor)
 
     # --- counts ----------------------------------------------------------------------------
     def kept(self) -> int:

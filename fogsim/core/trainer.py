@@ -154,13 +154,21 @@ class DeviceTrainer:
         weights into the model, then calls this.
         """
         config = self.config
-        self.masks = MaskSet(self.model, self.topology, hard=config.hard) if config.prunes else None
+        if config.prunes:
+            if getattr(self, "masks", None) is None:
+                self.masks = MaskSet(self.model, self.topology, hard=config.hard)
+            self.masks.reset(masks)
+        else:
+            self.masks = None
         self.horizon = horizon
         self.schedule = Schedule(self.plan.start_density, config.target_density, config.prune_start * horizon,
                                  config.prune_end * horizon, config.schedule) if config.prunes else None
         self.optimizer.state.clear()  # momentum and moments belong to the previous device
         self.prune_interval = None  # samples between pruning steps, known once the data size is
-        self.load_state_dict({"masks": masks or {}, "progress": progress, "steps": steps, "next_prune": next_prune})
+        self.progress, self.steps, self.next_prune = int(progress), int(steps), float(next_prune)
+        if self.masks is not None and masks:
+            self.masks.apply()
+        self._refresh()
 
     # --- pruning and batch sizing ----------------------------------------------------------
     def _prune(self, density: float) -> None:
