@@ -23,12 +23,13 @@ from .encoding import (
     encode_sparse,
     encoded_nbytes,
     pack_masked_state,
+    packed_nbytes,
     unpack_masked_state,
 )
 from .hierarchical import Hierarchical, NodeRound
 from .masked_average import RULES, consensus, delta, keepers, masked_average, masked_average_arrays
 from .masked_fedavg import UPLOAD_ENCODING_KEY, MaskedFedAvg
-from .resumable import Resumable
+from .resumable import SUMS_KEY, Resumable
 from .server_opt import MaskedFedAdam, MaskedFedAvgM, ResumableFedAdam, ResumableFedAvg, ResumableFedAvgM
 
 STRATEGIES: dict[str, type[FedAvg]] = {
@@ -85,6 +86,7 @@ __all__ = [
     "MaskedFedAvg",
     "MaskedFedAvgM",
     "Resumable",
+    "SUMS_KEY",
     "ResumableFedAdam",
     "ResumableFedAvg",
     "ResumableFedAvgM",
@@ -99,5 +101,6 @@ __all__ = [
     "masked_average",
     "masked_average_arrays",
     "pack_masked_state",
+    "packed_nbytes",
     "unpack_masked_state",
 ]

@@ -110,6 +110,21 @@ def encoded_nbytes(encoded: Mapping[str, np.ndarray]) -> int:
     return sum(int(np.asarray(a).nbytes) for a in encoded.values())
 
 
+def packed_nbytes(state: Mapping[str, np.ndarray], kept: Mapping[str, int]) -> int:
+    """``encoded_nbytes(pack_masked_state(state, masks))`` without packing, from ``kept``: per tensor
+    with a mask, how many entries the mask keeps."""
+    total = 0
+    for name, tensor in state.items():
+        tensor = np.asarray(tensor)
+        if name not in kept:
+            total += tensor.nbytes
+            continue
+        count, size = int(kept[name]), tensor.size
+        index = layout.index_nbytes(size, count, layout.cheaper_index(size, count))
+        total += count * tensor.itemsize + index + np.dtype(np.int8).itemsize + tensor.ndim * np.dtype(np.int64).itemsize
+    return total
+
+
 def pack_masked_state(
     state: Mapping[str, np.ndarray], masks: Mapping[str, np.ndarray]
 ) -> dict[str, np.ndarray]:

@@ -164,7 +164,7 @@ class Hierarchical(Strategy):
             weight = sum(float(next(iter(r.content.metric_records.values()))[self.weighted_by_key]) for r in valid)
             report.replies, report.model = len(valid), model
             # The masks the per-node MaskedFedAvg has just unpacked; Flower's FedAvg reads dense uploads.
-            report.union = self._union(self.fog._round_masks) if isinstance(self.fog, MaskedFedAvg) else {}
+            report.union = self.fog.round_union() if isinstance(self.fog, MaskedFedAvg) else {}
             self.models[node] = model
             self.weights[node] += weight
             self.unions[node] = report.union if self.unions[node] is None else {
@@ -182,12 +182,6 @@ class Hierarchical(Strategy):
         """The fog aggregation of one node's replies, from the node's model."""
         self.fog.set_previous(self.model_of(node))
         return self.fog.aggregate_train(server_round, group)
-
-    @staticmethod
-    def _union(masks: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-        """The replies' masks or'ed, for the tensors every reply sent packed (others count as kept)."""
-        names = set.intersection(*(set(m) for m in masks)) if masks else set()
-        return {name: np.logical_or.reduce([m[name].astype(bool) for m in masks]) for name in sorted(names)}
 
     def _upload(self, node: int) -> ArrayRecord:
         """What fog node ``node`` sends the cloud: its model packed on its devices' masks (as devices

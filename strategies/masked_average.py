@@ -32,6 +32,8 @@ import numpy as np
 
 from fogsim.layout import as_bool_mask
 
+from .sums import Sums
+
 Rule = Callable[..., np.ndarray]
 
 
@@ -68,7 +70,10 @@ def keepers(
     np.ndarray
         The new global tensor, of ``previous``'s shape and dtype.
     """
-    previous, kept_sum, weight_sum, _ = _sums(weights, masks, num_examples, previous)
+    return _keepers(*_sums(weights, masks, num_examples, previous))
+
+
+def _keepers(previous: np.ndarray, kept_sum: np.ndarray, weight_sum, total: float) -> np.ndarray:
     averaged = np.divide(kept_sum, weight_sum, out=np.zeros_like(kept_sum), where=weight_sum > 0)
     return _as_previous(np.where(weight_sum > 0, averaged, previous), previous)
 
@@ -90,7 +95,10 @@ def delta(
     kept by all, this is keepers; kept by none, it stays. Arguments and result as
     :func:`keepers`; with no examples at all the tensor keeps ``previous``.
     """
-    previous, kept_sum, weight_sum, total = _sums(weights, masks, num_examples, previous)
+    return _delta(*_sums(weights, masks, num_examples, previous))
+
+
+def _delta(previous: np.ndarray, kept_sum: np.ndarray, weight_sum, total: float) -> np.ndarray:
     base = previous.astype(np.float64)
     moved = base + (kept_sum - weight_sum * base) / total if total > 0 else base
     return _as_previous(moved, previous)
@@ -115,9 +123,13 @@ def consensus(
     result as :func:`keepers`, plus ``quorum`` in (0, 1]; with no examples at all the tensor
     keeps ``previous``.
     """
+    return _consensus(*_sums(weights, masks, num_examples, previous), quorum=quorum)
+
+
+def _consensus(previous: np.ndarray, kept_sum: np.ndarray, weight_sum, total: float,
+               quorum: float = 0.5) -> np.ndarray:
     if not 0 < quorum <= 1:
         raise ValueError(f"quorum must lie in (0, 1], got {quorum}")
-    previous, kept_sum, weight_sum, total = _sums(weights, masks, num_examples, previous)
     if total <= 0:
         return _as_previous(previous.astype(np.float64), previous)
     averaged = np.divide(kept_sum, weight_sum, out=np.zeros_like(kept_sum), where=weight_sum > 0)
@@ -128,6 +140,13 @@ def consensus(
 
 RULES: dict[str, Rule] = {"keepers": keepers, "delta": delta, "consensus": consensus}
 """The rules by the name a scenario gives in ``strategy.rule``."""
+
+_OF_SUMS: dict[str, Callable[..., np.ndarray]] = {"keepers": _keepers, "delta": _delta, "consensus": _consensus}
+"""The built-in rules as functions of ``(previous, Σ n m w, Σ n m, Σ n)``, all they read of a round."""
+
+RULES_OF_SUMS: dict[str, Rule] = dict(RULES)
+"""The rules of :data:`RULES` that read a round only through its sums (``strategies.sums``), so that a
+simulation adds the uploads up where the devices train: the built-in ones, as registered."""
 
 
 def masked_average(
@@ -190,15 +209,59 @@ def masked_average_arrays(
     if missing:
         raise ValueError(f"the previous global model lacks tensors {missing}")
     chosen = _rule(rule)
+    if not reads_sums(rule):  # a rule of the user's own reads every client's values
+        averaged = {}
+        for name in names:
+            tensor_masks = [masks.get(name) for masks in client_masks]
+            aggregate = chosen if any(m is not None for m in tensor_masks) else keepers
+            averaged[name] = aggregate([arrays[name] for arrays in client_arrays], tensor_masks, num_examples,
+                                       previous[name], **(options if aggregate is chosen else {}))
+        return averaged
+    counts = _check_num_examples(num_examples)
+    total = None
+    for k, (arrays, masks, n) in enumerate(zip(client_arrays, client_masks, counts, strict=True)):
+        for name in names:
+            if np.shape(arrays[name]) != np.shape(previous[name]):
+                raise ValueError(f"client {k}: {name} has shape {np.shape(arrays[name])}, expected "
+                                 f"{np.shape(previous[name])} (the shape of the previous global tensor)")
+        try:
+            client = Sums.of_client({name: arrays[name] for name in names}, masks, n)
+        except ValueError as err:
+            raise ValueError(f"client {k}: {err}") from err
+        total = client if total is None else total + client
+    return masked_average_of_sums(total, previous, rule, **options)
+
+
+def masked_average_of_sums(
+    sums: Sums, previous: Mapping[str, np.ndarray], rule: str = "keepers", **options: float
+) -> dict[str, np.ndarray]:
+    """Aggregate whole models by the named rule from a round's sums (``strategies.sums``).
+
+    Tensors some client masked get the rule, every other one example-weighted averaging (FedAvg),
+    as in :func:`masked_average_arrays`; entries no client kept keep ``previous``.
+    """
+    missing = [name for name in sums.weighted if name not in previous]
+    if missing:
+        raise ValueError(f"the previous global model lacks tensors {missing}")
+    _rule(rule)
+    if not reads_sums(rule):
+        raise ValueError(f"rule {rule!r} reads every client's values, not a round's sums")
+    chosen = _OF_SUMS[rule]
     averaged = {}
-    for name in names:
-        tensor_masks = [masks.get(name) for masks in client_masks]
-        aggregate = chosen if any(m is not None for m in tensor_masks) else keepers
-        extra = options if aggregate is chosen else {}
-        averaged[name] = aggregate(
-            [arrays[name] for arrays in client_arrays], tensor_masks, num_examples, previous[name], **extra
-        )
+    for name, kept_sum in sums.weighted.items():
+        before = np.asarray(previous[name])
+        if kept_sum.shape != before.shape:
+            raise ValueError(f"{name}: the sums have shape {kept_sum.shape}, expected {before.shape} "
+                             "(the shape of the previous global tensor)")
+        masked = name in sums.kept
+        aggregate = chosen if masked else _keepers
+        averaged[name] = aggregate(before, kept_sum, sums.weight[name], sums.total, **(options if masked else {}))
     return averaged
+
+
+def reads_sums(rule: str) -> bool:
+    """Whether the rule registered as ``rule`` is a built-in one, which reads a round only through its sums."""
+    return rule in RULES_OF_SUMS and RULES.get(rule) is RULES_OF_SUMS[rule]
 
 
 def kept_by_nobody(

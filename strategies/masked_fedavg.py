@@ -18,7 +18,8 @@ from flwr.serverapp.strategy import FedAvg
 
 from .encoding import unpack_masked_state
 from .resumable import Resumable
-from .masked_average import RULES, masked_average_arrays
+from .masked_average import RULES, masked_average_arrays, masked_average_of_sums, reads_sums
+from .sums import Sums, from_arrays, is_sums
 
 UPLOAD_ENCODING_KEY = "upload-encoding"
 """Train-config key through which the server asks for packed uploads.
@@ -76,7 +77,7 @@ class MaskedFedAvg(Resumable, FedAvg):
 
     _current_arrays: ArrayRecord | None = None
     _rule_arrays: dict[str, np.ndarray] | None = None  # the rule's aggregate of the last round
-    _round_masks: list[dict[str, np.ndarray]] | None = None  # the last round's client masks
+    _round_sums: Sums | None = None  # the last round's sums
 
     def __init__(self, *, rule: str = "keepers", quorum: float = 0.5, **fedavg_options) -> None:
         super().__init__(**fedavg_options)
@@ -89,6 +90,15 @@ class MaskedFedAvg(Resumable, FedAvg):
         if not 0 < quorum <= 1:
             raise ValueError(f"quorum must lie in (0, 1], got {quorum}")
         self.rule, self.quorum = rule, quorum
+
+    def reads_sums(self) -> bool:
+        """The built-in rules read a round through its sums (``strategies.sums``); a rule added to
+        ``RULES`` and a subclass's own ``aggregate_train`` get every client's upload."""
+        return type(self).aggregate_train in _SUMS_READERS and reads_sums(self.rule)
+
+    def round_union(self) -> dict[str, np.ndarray]:
+        """Per tensor every client of the last round masked, the entries some client kept."""
+        return self._round_sums.union() if self._round_sums is not None else {}
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
@@ -122,19 +132,41 @@ class MaskedFedAvg(Resumable, FedAvg):
                 reason="MaskedFedAvg needs the previous global arrays; call "
                 "configure_train before aggregate_train"
             )
-        states, masks, counts = [], [], []
+        sums = None
+        uploads: list[tuple[dict, dict, float]] = []  # (state, masks, weight) of the replies that are uploads
         try:
-            for content in contents:
-                record = next(iter(content.array_records.values()))
-                state, mask = unpack_masked_state({k: a.numpy() for k, a in record.items()})
-                states.append(state)
-                masks.append(mask)
-                metrics = next(iter(content.metric_records.values()))
-                counts.append(float(metrics[self.weighted_by_key]))
             previous = {k: a.numpy() for k, a in self._current_arrays.items()}
+            for k, content in enumerate(contents):
+                record = next(iter(content.array_records.values()))
+                arrays = {key: a.numpy() for key, a in record.items()}
+                if is_sums(arrays):  # some clients' uploads, added up where they trained
+                    part = from_arrays(arrays)
+                else:
+                    state, mask = unpack_masked_state(arrays)
+                    metrics = next(iter(content.metric_records.values()))
+                    try:
+                        for name, values in state.items():
+                            if name in previous and values.shape != previous[name].shape:
+                                raise ValueError(f"{name} weights have shape {values.shape}, expected "
+                                                 f"{previous[name].shape} (the shape of the previous global tensor)")
+                        uploads.append((state, mask, float(metrics[self.weighted_by_key])))
+                        part = Sums.of_client(*uploads[-1])
+                    except ValueError as err:
+                        raise ValueError(f"client {k}: {err}") from err
+                sums = part if sums is None else sums + part  # what the rules read, and the union
             options = {"quorum": self.quorum} if self.rule == "consensus" else {}
-            averaged = masked_average_arrays(states, masks, counts, previous, self.rule, **options)
-            self._rule_arrays, self._round_masks = averaged, masks  # for the server optimizers (server_opt)
+            if reads_sums(self.rule):
+                averaged = masked_average_of_sums(sums, previous, self.rule, **options)
+            elif len(uploads) == len(contents):
+                averaged = masked_average_arrays(*(list(column) for column in zip(*uploads)), previous,
+                                                 self.rule, **options)
+            else:
+                raise ValueError(f"rule {self.rule!r} reads every client's values, and some replies are sums")
+            self._rule_arrays, self._round_sums = averaged, sums  # for the server optimizers (server_opt)
         except ValueError as err:
             raise AggregationError(reason=f"masked averaging failed: {err}") from err
         return ArrayRecord({k: Array(np.asarray(v)) for k, v in averaged.items()})
+
+
+_SUMS_READERS = {MaskedFedAvg.aggregate_train}
+"""The ``aggregate_train`` methods that read a round only through its sums (``server_opt`` adds its own)."""

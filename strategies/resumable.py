@@ -12,6 +12,11 @@ from collections.abc import Iterable
 import numpy as np
 from flwr.app import Array, ArrayRecord, Message
 
+SUMS_KEY = "sums-in-workers"
+"""Train-config key by which a strategy that reads only a round's sums (``Resumable.reads_sums``) lets the
+simulation add the clients' uploads up where they train; a client (or worker) that does not know it
+sends its own upload, as ever."""
+
 STATE_SEPARATOR = "::"
 """Joins an optimizer attribute and a tensor key (or list position) in :meth:`Resumable.state_arrays`."""
 
@@ -35,7 +40,16 @@ class Resumable:
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config, grid):
         self.set_previous(arrays)
+        if self.reads_sums():
+            config[SUMS_KEY] = True
         return super().configure_train(server_round, arrays, config, grid)
+
+    def reads_sums(self) -> bool:
+        """Whether this strategy aggregates a round from its sums (``strategies.sums``), so that the
+        clients' uploads may be added up before they reach it: Flower's FedAvg family (the weighted
+        mean), and ``MaskedFedAvg`` with a rule of the sums. A subclass with its own ``aggregate_train``
+        (which may read every client's reply) gets every client's reply."""
+        return type(self).aggregate_train is Resumable.aggregate_train
 
     def set_previous(self, arrays: ArrayRecord) -> None:
         """Take ``arrays`` as the global model the next ``aggregate_train`` starts from (what

@@ -25,8 +25,7 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, Message, MetricRecord
 from flwr.serverapp.strategy import FedAdam, FedAvg, FedAvgM
 
-from .masked_average import kept_by_nobody
-from .masked_fedavg import MaskedFedAvg
+from .masked_fedavg import _SUMS_READERS, MaskedFedAvg
 from .resumable import Resumable
 
 class _MaskedServerOpt:
@@ -41,8 +40,7 @@ class _MaskedServerOpt:
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         arrays, metrics = super().aggregate_train(server_round + self.round_offset, replies)
         arrays = self.in_sent_dtypes(arrays)  # Flower's FedAdam steps in float64 (see Resumable)
-        uncovered = kept_by_nobody(self._round_masks, {k: v.shape for k, v in self._rule_arrays.items()}) \
-            if arrays is not None else {}
+        uncovered = {name: ~kept for name, kept in self.round_union().items()} if arrays is not None else {}
         if not uncovered:
             return arrays, metrics
         stepped = {k: a.numpy() for k, a in arrays.items()}
@@ -52,6 +50,9 @@ class _MaskedServerOpt:
         if isinstance(self, FedAvgM) and self.server_opt:
             self.current_arrays = record  # FedAvgM steps from its own copy of the global model: keep it this one
         return record, metrics
+
+
+_SUMS_READERS.add(_MaskedServerOpt.aggregate_train)  # it reads the round through MaskedFedAvg's
 
 
 class MaskedFedAvgM(_MaskedServerOpt, FedAvgM, MaskedFedAvg):

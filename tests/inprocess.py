@@ -12,16 +12,28 @@ from flwr.app import Array, ArrayRecord
 
 from fogsim.core import Topology
 from fogsim.models import build_model
-from fogsim.sim.client_app import dataset_of, device_download, make_client_app
-from fogsim.sim.device_state import DeviceStates
+from fogsim.sim.client_app import dataset_of, make_client_app
+from fogsim.sim.device_state import DeviceStates, unpack_masks
 from fogsim.sim.local import LocalGrid
 from fogsim.sim.messages import CONFIG, MODEL, ROUND_KEY, WARM_UP, read_cohort, read_reply
 from fogsim.sim.outputs import RunFiles
 from fogsim.sim.run import prepare, prepare_resume
 from fogsim.sim.scenario import resolved_yaml
 from fogsim.sim.server_app import ServerJob, serve
+from strategies import encoded_nbytes, pack_masked_state
 
 QUICKSTART = "scenarios/quickstart.yaml"
+
+
+def device_download(dense: dict[str, np.ndarray], bits: np.ndarray | None, shapes: dict[str, tuple[int, ...]],
+                    download: str) -> dict[str, np.ndarray]:
+    """What a device receives (``client_app.download_nbytes`` counts its bytes): ``dense``, or with
+    ``download: sparse`` and a mask ``bits`` (packed) the model restricted to the mask and packed
+    like the uploads, unless that is no smaller."""
+    if download != "sparse" or bits is None:
+        return dense
+    sparse = pack_masked_state(dense, unpack_masks(bits, shapes))
+    return sparse if encoded_nbytes(sparse) < encoded_nbytes(dense) else dense
 
 
 class InProcessGrid(LocalGrid):
@@ -29,7 +41,7 @@ class InProcessGrid(LocalGrid):
 
     ``trace`` holds, per device and round, (round, device, worker node, state sent, state returned
     or None if it failed); ``received`` maps (round, device) to the arrays the device received
-    (``client_app.device_download`` of the cohort's model under its mask); ``cohorts`` holds
+    (``device_download`` of the cohort's model under its mask); ``cohorts`` holds
     (round, worker node, devices) per cohort message.
     """
 
@@ -46,7 +58,7 @@ class InProcessGrid(LocalGrid):
             if WARM_UP in message.content:
                 continue
             assignments, download = read_cohort(message.content)
-            outcomes, _ = read_reply(self._replies[id_].content)
+            outcomes, *_ = read_reply(self._replies[id_].content)
             returned = {o.device: o.state for o in outcomes}
             node = message.metadata.dst_node_id
             round_ = None

@@ -63,7 +63,7 @@ def send(worker, assignments, models, configs, download="dense"):
     """A cohort message through the worker's real entry point; ``(outcomes, crashed)`` of its reply."""
     msg = Message(cohort_message(assignments, [record(m) for m in models], configs, download),
                   dst_node_id=1, message_type=MessageType.TRAIN)
-    return read_reply(train_cohort(worker, msg).content)
+    return read_reply(train_cohort(worker, msg).content)[:2]
 
 
 def test_mask_only_shrinks_and_target_is_reached_in_the_last_round():
@@ -184,7 +184,7 @@ def test_a_device_that_raises_ends_the_cohort_and_is_named():
                                  [train_config(1)], "sparse"), dst_node_id=1, message_type=MessageType.TRAIN)
     reply = train_cohort(worker, msg)
     assert not reply.has_error() and CRASHED in reply.content
-    outcomes, crashed = read_reply(reply.content)
+    outcomes, crashed, _ = read_reply(reply.content)
     assert [o.device for o in outcomes] == [0] and not outcomes[0].failed and outcomes[0].upload is not None
     device, reason = crashed
     assert device == 2

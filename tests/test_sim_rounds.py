@@ -114,3 +114,23 @@ def test_a_server_optimizer_run_stopped_resumes_to_the_same_files(tmp_path):
         if name == "rounds.csv":
             a, b = a.drop(columns=WALL_COLUMNS), b.drop(columns=WALL_COLUMNS)
         pd.testing.assert_frame_equal(a, b)
+
+
+@pytest.mark.parametrize("fog", [False, True])
+def test_a_strategy_that_reads_every_client_gets_every_upload_and_the_same_results(tmp_path, monkeypatch, fog):
+    """The built-in rules read a round through its sums, added up in the workers (strategies.sums); a
+    rule of the user's own gets every device's upload. The same rule either way gives the same files
+    (the sums are float64, added in another order: the digits agree), with fog nodes too."""
+    import strategies
+    from fogsim.sim import fog_grid
+
+    sets = [*RARE, "strategy.rule=delta"] + (
+        ["fog.nodes=[{name: a, profile: mec-server}, {name: b, profile: mec-server}]", "fog.cloud_every=2"]
+        if fog else [])
+    summed = run_in_process(tmp_path, "summed", sets, workers=3)[1]
+    delta = strategies.RULES["delta"]
+    monkeypatch.setitem(strategies.RULES, "delta", lambda *args, **kwargs: delta(*args, **kwargs))
+    monkeypatch.setattr(fog_grid, "tree_total", lambda *a: pytest.fail("a rule of the user's own got sums"))
+    each = run_in_process(tmp_path, "each", sets, workers=3)[1]
+    for a, b in zip(frames(summed), frames(each)):
+        pd.testing.assert_frame_equal(a, b)

@@ -42,12 +42,13 @@ from fogsim.data import Dataset, load_dataset
 from fogsim.models import build_model
 from fogsim.sim import cost, draws
 from fogsim.sim.device_state import DeviceState, pack_masks, unpack_masks
-from fogsim.sim.messages import (CONFIG, MODEL, ROUND_KEY, UNIFORM_WEIGHT_KEY, UPLOAD_ENCODING_KEY, WARM_UP,
-                                 Assignment, Outcome, cohort_reply, read_cohort)
+from fogsim.sim.messages import (CONFIG, MODEL, ROUND_KEY, SUMS_KEY, UNIFORM_WEIGHT_KEY, UPLOAD_ENCODING_KEY,
+                                 WARM_UP, Assignment, Block, Outcome, cohort_reply, read_cohort)
 from fogsim.sim.reports import DeviceReport
 from fogsim.sim.scenario import Scenario
 from fogsim.sim.shared import FleetSpec
-from strategies import dense_masked_state, encoded_nbytes, pack_masked_state, unpack_masked_state
+from strategies import dense_masked_state, encoded_nbytes, pack_masked_state, packed_nbytes
+from strategies.sums import SumStack, Sums
 
 
 @lru_cache(maxsize=2)
@@ -61,15 +62,15 @@ def dataset_of(scenario: Scenario) -> Dataset:
     return cached_dataset(data.name, data.root, data.download, scenario.seed)
 
 
-def device_download(dense: dict[str, np.ndarray], bits: np.ndarray | None, shapes: dict[str, tuple[int, ...]],
-                    download: str) -> dict[str, np.ndarray]:
-    """What a device receives: ``dense`` itself, or with ``download: sparse`` and a mask ``bits``
-    (packed), the model restricted to the mask and packed like the uploads, unless that is no
-    smaller (a bitmap costs one bit per entry, so a mask that kept nearly everything packs larger)."""
-    if download != "sparse" or bits is None:
-        return dense
-    sparse = pack_masked_state(dense, unpack_masks(bits, shapes))
-    return sparse if encoded_nbytes(sparse) < encoded_nbytes(dense) else dense
+def download_nbytes(dense: dict[str, np.ndarray], kept: dict[str, int] | None, download: str) -> int:
+    """What a device receives, in bytes: ``dense`` itself, or with ``download: sparse`` and a mask
+    (``kept``: the entries it keeps per prunable tensor), the model restricted to the mask and packed
+    like the uploads, unless that is no smaller (a bitmap costs one bit per entry, so a mask that kept
+    nearly everything packs larger). Either way the device holds the global model under its own mask."""
+    whole = encoded_nbytes(dense)
+    if download != "sparse" or kept is None:
+        return whole
+    return min(packed_nbytes(dense, kept), whole)
 
 
 class Worker:
@@ -115,7 +116,8 @@ class Worker:
 
     def simulate(self, assignment: Assignment, dense: dict[str, np.ndarray], config: ConfigRecord,
                  download: str) -> Outcome:
-        """Simulate one device of a cohort for one round on the global weights ``dense``."""
+        """Simulate one device of a cohort for one round on the global weights ``dense``; its upload is
+        its contribution to the round's sums where ``config`` asks for them (``SUMS_KEY``), else its own."""
         spec = self.spec
         scenario = spec.scenario
         device_id, state = assignment.device, assignment.state
@@ -129,15 +131,14 @@ class Worker:
         per_round = int(round(scenario.training.epochs * len(x)))
         trainer = self.trainer(device_id, scenario.rounds * per_round)
         model = trainer.model
-        received = device_download(dense, state.mask if state is not None else None, self.shapes, download)
-        global_state, _ = unpack_masked_state(received)  # the device's own mask is applied by start()
-        model.load_state_dict({k: torch.from_numpy(v) for k, v in global_state.items()})
+        model.load_state_dict({k: torch.from_numpy(v) for k, v in dense.items()})  # start() applies the mask
         masks = None
         if state is not None and state.mask is not None:  # start() keeps copies of them
             masks = {n: torch.from_numpy(m) for n, m in unpack_masks(state.mask, self.shapes).items()}
         trainer.start(scenario.rounds * per_round, progress=(round_ - 1) * per_round,
                       steps=state.steps if state is not None else 0,
                       next_prune=state.next_prune if state is not None else 0.0, masks=masks)
+        download_bytes = download_nbytes(dense, None if masks is None else self._kept(trainer), download)
         flops_before = cost.forward_flops(trainer.topology, trainer.masks)
         steps = trainer.train(x, y, per_round, generator=draws.generator(scenario.seed, round_, device_id))
         accuracy = float("nan")
@@ -151,9 +152,18 @@ class Worker:
         # Packed uploads pack every prunable tensor (a device that never prunes: under full masks);
         # dense ones zero what was pruned, which for such a device is nothing.
         packed = config.get(UPLOAD_ENCODING_KEY, "dense") == "packed"
-        upload = pack_masked_state(weights, pruned or self._full) if packed else dense_masked_state(weights, pruned)
-        download_bytes = encoded_nbytes(received)
-        upload_bytes = encoded_nbytes(upload)
+        weight = len(x) if scenario.strategy.weighting == "examples" else 1
+        upload = contribution = None
+        if assignment.leaf >= 0 and config.get(SUMS_KEY, False):
+            if packed:
+                contribution = Sums.of_client(weights, pruned or self._full, weight)
+                upload_bytes = packed_nbytes(weights, self._kept(trainer))
+            else:
+                contribution = Sums.of_client(dense_masked_state(weights, pruned), {}, weight)
+                upload_bytes = encoded_nbytes(weights)
+        else:
+            upload = pack_masked_state(weights, pruned or self._full) if packed else dense_masked_state(weights, pruned)
+            upload_bytes = encoded_nbytes(upload)
         report = DeviceReport(
             peak_memory_bytes=int(max(s["memory_bytes"] for s in steps)),
             batch_size_min=int(min(s["batch_size"] for s in steps)),
@@ -168,10 +178,17 @@ class Worker:
             compute_s=flops / device.profile.flops,
             sim_time_s=cost.device_seconds(spec.link_profile(device_id), flops, download_bytes, upload_bytes))
         # Array copies what it is given: the model's weights are the next device's to overwrite.
-        record = ArrayRecord({k: Array(np.asarray(v)) for k, v in upload.items()})
+        record = ArrayRecord({k: Array(np.asarray(v)) for k, v in upload.items()}) if upload is not None else None
         mask = pack_masks(pruned, list(self.shapes)) if pruned else None
         return Outcome(device_id, state=DeviceState(int(trainer.steps), float(trainer.next_prune), mask),
-                       upload=record, metrics=MetricRecord({**report.to_metrics(), UNIFORM_WEIGHT_KEY: 1}))
+                       upload=record, metrics=MetricRecord({**report.to_metrics(), UNIFORM_WEIGHT_KEY: 1}),
+                       contribution=contribution)
+
+    def _kept(self, trainer: DeviceTrainer) -> dict[str, int]:
+        """Entries the device's masks keep per prunable tensor (all of them for a device that never prunes)."""
+        if trainer.masks is None:
+            return {n: int(np.prod(shape)) for n, shape in self.shapes.items()}
+        return {n: trainer.masks.kept_of(n) for n in self.shapes}
 
 
 def train_cohort(worker: Worker, msg: Message) -> Message:
@@ -179,16 +196,22 @@ def train_cohort(worker: Worker, msg: Message) -> Message:
     assignments, download = read_cohort(msg.content)
     models: dict[int, dict[str, np.ndarray]] = {}
     outcomes = []
+    stacks: dict[int, SumStack] = {}  # per fog node, the sums of this cohort's leaves (strategies.sums)
     for assignment in assignments:
         if assignment.model not in models:
             models[assignment.model] = {k: a.numpy() for k, a in msg.content[MODEL + str(assignment.model)].items()}
         try:
-            outcomes.append(worker.simulate(assignment, models[assignment.model],
-                                            msg.content[CONFIG + str(assignment.config)], download))
+            outcome = worker.simulate(assignment, models[assignment.model],
+                                      msg.content[CONFIG + str(assignment.config)], download)
+            if assignment.leaf >= 0 and (outcome.failed or outcome.contribution is not None):
+                stacks.setdefault(assignment.node, SumStack()).push(assignment.leaf, outcome.contribution)
         except Exception as error:  # the device's bug ends the run; the server names the device
             reason = f"{type(error).__name__}: {' '.join(str(error).split())}"
             return Message(cohort_reply(outcomes, (assignment.device, reason)), reply_to=msg)
-    return Message(cohort_reply(outcomes), reply_to=msg)
+        outcomes.append(outcome)
+    blocks = [Block(node, start, size, sums) for node, stack in stacks.items()
+              for start, size, sums in stack.blocks if sums is not None]
+    return Message(cohort_reply(outcomes, blocks=blocks), reply_to=msg)
 
 
 _worker: Worker | None = None  # this process's warm worker, for the run whose spec it holds

@@ -8,6 +8,9 @@ gives the same rounds, whatever order Ray runs the clients in and however many n
   Flower's own sampling cannot be seeded (it samples node ids, which are random per run), so
   the fog samples and shows Flower's strategy only the sampled nodes (``FogGrid.get_node_ids``)
   with ``fraction_train=1``.
+* **Summation order**: the order in which a round's uploads are added up (``strategies.sums``), a
+  shuffle of the sampled devices, so that the contiguous runs of it that the workers simulate mix
+  the fleet's kinds of devices and take about the same time.
 * **Failures**: a sampled device fails with its profile's ``failure_rate``; it drops out
   mid-round, its update never reaches the server, and the round goes on with the rest. The
   device keeps its mask and schedule position from before the round (the work is lost).
@@ -21,7 +24,7 @@ import torch
 FAILED = 9001  # Error code of a device that dropped out mid-round (Flower's own codes are 0-8)
 
 # Streams of the per-round generators, so that availability and failure draws are independent.
-AVAILABILITY, SAMPLING, FAILURE = 0, 1, 2
+AVAILABILITY, SAMPLING, FAILURE, SUM_ORDER = 0, 1, 2, 3
 
 
 def _rng(seed: int, round_: int, stream: int, device: int = 0) -> np.random.Generator:
@@ -41,6 +44,12 @@ def participants(availability: np.ndarray, fraction: float, seed: int, round_: i
     size = max(1, int(fraction * len(available)))
     sampled = _rng(seed, round_, SAMPLING).choice(available, size=size, replace=False)
     return available, sorted(int(i) for i in sampled)
+
+
+def sum_order(devices: list[int], seed: int, round_: int, node: int = 0) -> list[int]:
+    """``devices`` (a round's sampled ones of fog node ``node``) in the order their uploads are added up."""
+    order = _rng(seed, round_, SUM_ORDER, node).permutation(len(devices))
+    return [devices[i] for i in order]
 
 
 def most_sampled(devices: int, fraction: float) -> int:

@@ -22,8 +22,17 @@ A cohort message carries:
 
 The reply carries, per device, ``COHORT``'s lists again (``failed``: dropped out this round;
 the new schedule position), its new mask in ``MASKS``, and, for a device that finished, its
-upload ``UPLOAD + id`` (ArrayRecord) and its report ``REPORT + id`` (MetricRecord). A device
-that raised an exception ends the cohort: ``CRASHED`` names it and the reason.
+report ``REPORT + id`` (MetricRecord). A device that raised an exception ends the cohort:
+``CRASHED`` names it and the reason.
+
+What travels of the devices' models depends on the strategy. One that reads a round only
+through its sums (``strategies.Resumable.reads_sums``: Flower's FedAvg family, the built-in
+mask-aware rules) sets ``SUMS_KEY`` in its config; the cohort then also names each device's fog
+node and leaf (its place in the node's summation order, ``draws.sum_order``), the worker adds
+the devices' uploads up as it trains them (``strategies.sums.SumStack``), and the reply carries
+the sums of its blocks of leaves, ``SUMS + i`` (ArrayRecord), listed in ``BLOCKS`` (node, first
+leaf, size): a few models' worth per worker, whatever the cohort's size. Otherwise every finished
+device's upload travels as ``UPLOAD + id`` (ArrayRecord).
 
 Before the first round each worker gets a **warm-up** message (``WARM_UP``, nothing else): it
 loads the dataset and builds its models and trainers while the server sets up, so that start-up
@@ -43,13 +52,17 @@ from flwr.app import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
 from fogsim.sim.device_state import DeviceState
 from fogsim.sim.reports import EXAMPLES_KEY as _EXAMPLES_KEY
+from strategies import SUMS_KEY as _SUMS_KEY
 from strategies import UPLOAD_ENCODING_KEY as _UPLOAD_ENCODING_KEY
+from strategies.sums import Sums, from_arrays, to_arrays
 
 COHORT = "fogsim-cohort"
 MODEL = "fogsim-model-"
 CONFIG = "fogsim-config-"
 MASKS = "fogsim-masks"
 UPLOAD = "fogsim-upload-"
+SUMS = "fogsim-sums-"
+BLOCKS = "fogsim-blocks"
 REPORT = "fogsim-report-"
 CRASHED = "fogsim-crashed"
 WARM_UP = "fogsim-warm-up"
@@ -62,6 +75,7 @@ ROUND_KEY = "server-round"   # the train config's round, which fogsim sets to th
 UNIFORM_WEIGHT_KEY = "unit-weight"  # a report's weight when strategy.weighting is uniform
 EXAMPLES_KEY = _EXAMPLES_KEY  # a report's weight by default: its examples (a ``DeviceReport`` field)
 UPLOAD_ENCODING_KEY = _UPLOAD_ENCODING_KEY  # train-config key: "packed" uploads (masked-*) or dense (Flower's)
+SUMS_KEY = _SUMS_KEY  # train-config key: the strategy reads the round's sums, added up in the workers
 
 
 @dataclass
@@ -72,6 +86,8 @@ class Assignment:
     model: int                  # index of its model among the cohort's MODEL records
     config: int                 # index of its config among the cohort's CONFIG records
     state: DeviceState | None   # None before its first round
+    node: int = 0               # its fog node (0 without fog nodes), where the uploads are added up
+    leaf: int = -1              # its place in the node's summation order (-1: its upload travels)
 
 
 @dataclass
@@ -81,8 +97,19 @@ class Outcome:
     device: int
     failed: bool = False
     state: DeviceState | None = None
-    upload: ArrayRecord | None = None
+    upload: ArrayRecord | None = None   # None where the uploads are added up in the worker
     metrics: MetricRecord | None = None
+    contribution: Sums | None = None    # its part of the round's sums, where they are added up in the worker
+
+
+@dataclass
+class Block:
+    """The sums of the uploads of an aligned block of a fog node's leaves (``strategies.sums``)."""
+
+    node: int
+    start: int
+    size: int
+    sums: Sums
 
 
 def _write_states(devices: list[int], states: list[DeviceState | None]) -> tuple[dict, ArrayRecord]:
@@ -114,6 +141,7 @@ def cohort_message(assignments: list[Assignment], models: list[ArrayRecord], con
     states, masks = _write_states(devices, [a.state for a in assignments])
     content = RecordDict({COHORT: ConfigRecord({
         "devices": devices, "model": [a.model for a in assignments], "config": [a.config for a in assignments],
+        "node": [a.node for a in assignments], "leaf": [a.leaf for a in assignments],
         **states, "download": download}), MASKS: masks})
     for i, model in enumerate(models):
         content[MODEL + str(i)] = model
@@ -125,34 +153,47 @@ def cohort_message(assignments: list[Assignment], models: list[ArrayRecord], con
 def read_cohort(content: RecordDict) -> tuple[list[Assignment], str]:
     """``(assignments, download)`` of a cohort message."""
     cohort = content[COHORT]
-    return [Assignment(int(device), int(cohort["model"][i]), int(cohort["config"][i]), _read_state(content, i))
+    return [Assignment(int(device), int(cohort["model"][i]), int(cohort["config"][i]), _read_state(content, i),
+                       int(cohort["node"][i]), int(cohort["leaf"][i]))
             for i, device in enumerate(cohort["devices"])], str(cohort["download"])
 
 
-def cohort_reply(outcomes: list[Outcome], crashed: tuple[int, str] | None = None) -> RecordDict:
+def cohort_reply(outcomes: list[Outcome], crashed: tuple[int, str] | None = None,
+                 blocks: list[Block] = ()) -> RecordDict:
     """The content of a cohort's reply (see the module); ``crashed``: (device, reason) that ended it."""
+    from flwr.app import Array
+
     devices = [o.device for o in outcomes]
     states, masks = _write_states(devices, [o.state for o in outcomes])
     content = RecordDict({COHORT: ConfigRecord({"devices": devices, "failed": [o.failed for o in outcomes],
-                                                **states}), MASKS: masks})
+                                                **states}), MASKS: masks,
+                          BLOCKS: ConfigRecord({"node": [b.node for b in blocks], "start": [b.start for b in blocks],
+                                                "size": [b.size for b in blocks]})})
     for o in outcomes:
         if not o.failed:
-            content[UPLOAD + str(o.device)] = o.upload
+            if o.upload is not None:
+                content[UPLOAD + str(o.device)] = o.upload
             content[REPORT + str(o.device)] = o.metrics
+    for i, block in enumerate(blocks):
+        content[SUMS + str(i)] = ArrayRecord({k: Array(np.asarray(v, order="C")) for k, v in to_arrays(block.sums).items()})
     if crashed is not None:
         content[CRASHED] = ConfigRecord({"device": crashed[0], "reason": crashed[1]})
     return content
 
 
-def read_reply(content: RecordDict) -> tuple[list[Outcome], tuple[int, str] | None]:
-    """``(outcomes, crashed)`` of a cohort's reply."""
+def read_reply(content: RecordDict) -> tuple[list[Outcome], tuple[int, str] | None, list[Block]]:
+    """``(outcomes, crashed, blocks)`` of a cohort's reply."""
     cohort = content[COHORT]
     out = [Outcome(int(device), failed=True) if cohort["failed"][i] else
-           Outcome(int(device), state=_read_state(content, i), upload=content[UPLOAD + str(device)],
+           Outcome(int(device), state=_read_state(content, i), upload=content.get(UPLOAD + str(device)),
                    metrics=content[REPORT + str(device)])
            for i, device in enumerate(cohort["devices"])]
+    listed = content[BLOCKS]
+    blocks = [Block(int(node), int(start), int(size),
+                    from_arrays({k: a.numpy() for k, a in content[SUMS + str(i)].items()}))
+              for i, (node, start, size) in enumerate(zip(listed["node"], listed["start"], listed["size"]))]
     crashed = None
     if CRASHED in content:
         record = content[CRASHED]
         crashed = (int(record["device"]), str(record["reason"]))
-    return out, crashed
+    return out, crashed, blocks

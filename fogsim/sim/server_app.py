@@ -440,7 +440,8 @@ def serve(grid: Grid, job: ServerJob) -> None:
     availability = job.spec.fleet.per_device([t.profile.availability for t in job.spec.fleet.tiers])
     fog_grid = FogGrid(grid, availability, scenario.fraction, scenario.seed, job.states, job.nodes,
                        on_reply=_on_reply if job.on_client is not None else None, stop=job.stop,
-                       download=scenario.strategy.download)
+                       download=scenario.strategy.download,
+                       node_of=job.spec.fog.of if job.spec.fog is not None else None)
     fog_grid.connect()
     initial = job.initial or ArrayRecord(
         build_model(scenario.model, job.data.input_shape, job.data.num_classes, seed=scenario.seed).state_dict())
