@@ -19,7 +19,7 @@ def test_ten_thousand_devices_on_the_digits_run_to_the_end(tmp_path):
     assert draws.most_sampled(10_000, 0.002) == 20
     assert nodes_for(prepared.scenario, len(prepared.fleet), cpus=2) == 2, "one worker per CPU, a cohort each"
     assert nodes_for(prepared.scenario, 1000, cpus=64) == 2, "never more workers than a round samples"
-    assert nodes_for(prepared.scenario, 500_000, cpus=2) == 16, "1,000 devices a round: cohorts of at most 64"
+    assert nodes_for(prepared.scenario, 500_000, cpus=2) == 4, "1,000 devices a round: cohorts of at most 256"
     summary = run(prepared, tmp_path / "run")
     rounds = pd.read_csv(tmp_path / "run" / "rounds.csv")
     clients = pd.read_csv(tmp_path / "run" / "clients.csv")

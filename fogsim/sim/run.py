@@ -108,7 +108,7 @@ def backend_config(scenario: Scenario, verbose: bool = False) -> dict:
             "init_args": init_args(scenario.simulation, verbose)}
 
 
-COHORT_DEVICES = 64  # devices in a cohort, at most, when simulation.nodes is not set
+COHORT_DEVICES = 256  # devices in a cohort, at most, when simulation.nodes is not set
 
 
 def nodes_for(scenario: Scenario, devices: int, cpus: float) -> int:
@@ -118,8 +118,10 @@ def nodes_for(scenario: Scenario, devices: int, cpus: float) -> int:
     the round's devices, so a node beyond that would idle).
 
     A node is a queue of work, not a process: Ray's workers take the cohorts of all nodes as they
-    come free. Cohorts of a bounded size keep every message and reply small (a worker's uploads
-    are held in memory until its reply is sent) and let the workers share a round's work evenly.
+    come free. Cohorts of a bounded size let the workers share a round's work evenly and bound a
+    reply for a strategy that reads every client (its uploads are held until the reply is sent);
+    for the built-in strategies a reply is a few models' worth of sums whatever the cohort's size,
+    and each cohort adds a few blocks of sums to a round's traffic, so cohorts are not small.
     """
     sampled = draws.most_sampled(devices, scenario.fraction)
     side_by_side = max(1, int(cpus / scenario.simulation.client_cpus + 1e-9))
