@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 
@@ -68,3 +69,27 @@ def test_make_criterion_rejects_unknown_names():
         make_criterion(scope="model")
     with pytest.raises(FogsimError, match="unknown granularity"):
         make_criterion(granularity="blocks")
+
+
+def test_the_top_k_by_threshold_is_the_top_k_by_sort_ties_and_nan_included():
+    """The partition's answer where it is unambiguous, torch.topk's otherwise: the same masks as ever."""
+    from fogsim.core.importance import _top, _top_by_sort
+
+    rng = np.random.default_rng(0)
+    for trial in range(60):
+        n = int(rng.integers(1, 400))
+        scores = torch.from_numpy(np.abs(rng.normal(size=n)).astype(np.float32))
+        if trial % 3 == 1:
+            scores = torch.from_numpy(rng.integers(0, 4, size=n).astype(np.float32))  # many equal scores
+        if trial % 5 == 2:
+            scores[torch.from_numpy(rng.random(n) < 0.1)] = float("nan")
+        candidates = torch.from_numpy(rng.random(n) < rng.uniform(0.1, 1.0)) if trial % 2 else torch.ones(n, dtype=torch.bool)
+        k = int(rng.integers(0, n + 2))
+        got, expected = _top(scores, candidates, k), _top_by_sort(scores, candidates, k)
+        assert torch.equal(got, expected), f"trial {trial}"
+        assert int(got.sum()) == min(k, int(candidates.sum())) and not (got & ~candidates).any()
+    for trial in range(4):  # many scores to a histogram bucket
+        scores = torch.from_numpy(np.abs(rng.normal(size=60_000)).astype(np.float32))
+        candidates = torch.from_numpy(rng.random(60_000) < (1.0 if trial % 2 else 0.4))
+        k = int(rng.integers(1, int(candidates.sum())))
+        assert torch.equal(_top(scores, candidates, k), _top_by_sort(scores, candidates, k))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from typing import Protocol, get_args
 
+import numpy as np
 import torch
 
 from fogsim.core.config import CriterionName, Granularity, Scope
@@ -33,7 +34,54 @@ def _candidates(masks: MaskSet, name: str) -> torch.Tensor:
 
 
 def _top(scores: torch.Tensor, candidates: torch.Tensor, k: int) -> torch.Tensor:
-    """Mask of the ``k`` highest scores among candidates (exactly k, ties broken by position)."""
+    """Mask of the ``k`` highest scores among candidates (exactly k).
+
+    Usually the candidates scoring at least the k-th highest score are exactly k: then they are
+    the answer, whatever a sort would do with equal scores, and a partial partition finds that
+    score (a few times faster than a top-k). Otherwise (equal scores at the threshold, NaN)
+    ``torch.topk`` chooses, as it always did, so the masks are the same either way.
+    """
+    flat, kept = scores.detach().reshape(-1), candidates.reshape(-1)
+    if flat.dtype not in (torch.float32, torch.float64):  # numpy has no bfloat16
+        return _top_by_sort(scores, candidates, k)
+    every = kept.numpy()
+    count = int(np.count_nonzero(every))
+    k = min(k, count)
+    if k <= 0:
+        return torch.zeros(scores.shape, dtype=torch.bool)
+    threshold = _kth_highest(flat.numpy(), None if count == flat.numel() else every, k)
+    keep = (flat >= float(threshold)) & kept
+    if int(keep.sum()) == k:
+        return keep.reshape(scores.shape)
+    return _top_by_sort(scores, candidates, k)
+
+
+def _kth_highest(values: np.ndarray, kept: np.ndarray | None, k: int) -> float:
+    """The ``k``-th highest of ``values`` where ``kept`` (all where None); ``1 <= k <=`` their count.
+
+    Non-negative float32 scores (magnitudes, norms) order as their bit patterns do, so a histogram
+    of the top 16 bits finds the bucket holding the k-th, and only that bucket is partitioned. Any
+    other dtype is partitioned whole. A NaN orders above everything (as ``np.partition`` puts it).
+    """
+    if values.dtype != np.float32 or (values < 0).any():
+        chosen = values if kept is None else values[kept]
+        return float(np.partition(chosen, len(chosen) - k)[len(chosen) - k])
+    bits = values.view(np.int32)
+    high = bits >> 16
+    if kept is not None:
+        high = np.where(kept, high + 1, 0)  # bucket 0: not a candidate
+    counts = np.bincount(high)
+    from_top = np.cumsum(counts[::-1])
+    j = int(np.searchsorted(from_top, k))  # the k-th highest is in the (j+1)-th bucket from the top
+    bucket = len(counts) - 1 - j
+    need = k - (int(from_top[j - 1]) if j else 0)
+    inside = bits[high == bucket]
+    return float(np.partition(inside, len(inside) - need)[len(inside) - need:len(inside) - need + 1]
+                 .view(np.float32)[0])
+
+
+def _top_by_sort(scores: torch.Tensor, candidates: torch.Tensor, k: int) -> torch.Tensor:
+    """``_top`` by ``torch.topk`` over all entries, non-candidates scored minus infinity."""
     flat = torch.where(candidates.flatten(), scores.flatten(), torch.tensor(-math.inf))
     keep = torch.zeros(flat.numel(), dtype=torch.bool)
     k = min(k, int(candidates.sum()))
