@@ -69,3 +69,34 @@ def test_same_seed_gives_the_same_files_on_either_engine(two_runs):
     assert ca["failed"].any() and (a["clients_sampled"] < 6).any(), "devices that drop out and sit out"
     pd.testing.assert_frame_equal(ca, cb)
     pd.testing.assert_frame_equal(*(pd.read_csv(out / "tiers.csv") for out in two_runs))
+
+
+def test_flowers_engine_looks_for_the_servers_messages_every_10_ms_while_fogsim_runs_it():
+    """Flower's engine hands messages to its workers from a feeder that sleeps 0.1 s between looks;
+    fogsim bounds that sleep (run.brisk_engine) for its runs and puts Flower back after."""
+    import threading
+    import time
+
+    from flwr.server.superlink.fleet.vce import vce_api
+
+    from fogsim.sim.run import ENGINE_POLL_S, brisk_engine
+
+    class State:
+        looks = 0
+
+        def get_message_ins(self, node_id, limit):
+            State.looks += 1
+            return []
+
+    original = vce_api.add_messages_to_queue
+    undo = brisk_engine()
+    try:
+        stop = threading.Event()
+        threading.Timer(0.2, stop.set).start()
+        started = time.perf_counter()
+        vce_api.add_messages_to_queue(State(), None, {1: 0}, stop)
+        assert time.perf_counter() - started < 0.5, "the feeder still stops when the engine stops"
+        assert State.looks >= 0.2 / ENGINE_POLL_S / 3, f"{State.looks} looks in 0.2 s"
+    finally:
+        undo()
+    assert vce_api.add_messages_to_queue is original

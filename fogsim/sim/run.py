@@ -129,6 +129,43 @@ def nodes_for(scenario: Scenario, devices: int, cpus: float) -> int:
     return min(scenario.simulation.nodes or default, sampled, MAX_NODES)
 
 
+ENGINE_POLL_S = 0.01  # how often Flower's engine looks for the server's messages (Flower: 0.1 s)
+
+
+class _BriskStop:
+    """Flower's stop event, as its engine's message feeder sees it: the same event, waited on for at
+    most ``ENGINE_POLL_S`` at a time. The feeder looks for new messages between two waits; with
+    Flower's 0.1 s a worker started a round 50-70 ms after the server sent it (speed benchmark)."""
+
+    def __init__(self, event: threading.Event):
+        self._event = event
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._event.wait(ENGINE_POLL_S if timeout is None else min(timeout, ENGINE_POLL_S))
+
+
+def brisk_engine() -> Callable[[], None]:
+    """Let Flower's simulation engine hand the server's messages to the workers every
+    ``ENGINE_POLL_S`` (wrapping its feeder's stop event, nothing else); return what undoes it. Where
+    this Flower has no such feeder, nothing changes."""
+    try:
+        from flwr.server.superlink.fleet.vce import vce_api
+    except ImportError:
+        return lambda: None
+    feeder = getattr(vce_api, "add_messages_to_queue", None)
+    if feeder is None:
+        return lambda: None
+
+    def brisk(state, queue, nodes_mapping, f_stop):
+        return feeder(state, queue, nodes_mapping, _BriskStop(f_stop))
+
+    vce_api.add_messages_to_queue = brisk
+    return lambda: setattr(vce_api, "add_messages_to_queue", feeder)
+
+
 def quiet_flower(verbose: bool = False) -> None:
     """No telemetry (``fogsim.telemetry``); Flower's own log only when ``verbose``: without it a
     failure Flower logs (a worker that died, with Ray's traceback) is fogsim's one line alone."""
@@ -186,8 +223,13 @@ def run(prepared: Prepared, out: Path, on_round: Callable[[dict], None] | None =
 
                 start_ray(scenario.simulation, verbose)
                 job.nodes = nodes_for(scenario, len(prepared.fleet), ray_cpus())
-                run_simulation(server_app=make_server_app(job), client_app=make_client_app(SharedSpec(prepared.spec)),
-                               num_supernodes=job.nodes, backend_config=backend_config(scenario, verbose))
+                undo = brisk_engine()
+                try:
+                    run_simulation(server_app=make_server_app(job),
+                                   client_app=make_client_app(SharedSpec(prepared.spec)),
+                                   num_supernodes=job.nodes, backend_config=backend_config(scenario, verbose))
+                finally:
+                    undo()
         except (FogsimError, KeyboardInterrupt):
             raise
         except Exception as error:  # the engine, a worker or the server failed: one line, not a hang
