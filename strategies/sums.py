@@ -66,7 +66,10 @@ class Sums:
             values = np.asarray(values)
             if name in masks:
                 mask = as_bool_mask(masks[name], values.shape, "client")
-                weighted[name] = n * np.where(mask, values, 0.0)
+                # Multiplying by the mask is several times faster than np.where, and the same where
+                # every value is finite (a zero may keep its sign: no value changes).
+                finite = values.dtype.kind == "f" and np.isfinite(values).all()
+                weighted[name] = n * (values * mask) if finite else n * np.where(mask, values, 0.0)
                 weight[name] = n * mask
                 kept[name] = mask.copy()
             else:
