@@ -137,3 +137,34 @@ def test_config_errors_name_the_key():
         make_train_config(prune_start=0.8, prune_end=0.2)
     with pytest.raises(FogsimError, match="batch_max"):
         make_train_config(batch_min=128, batch_max=64)
+
+
+def test_devices_started_from_one_origin_share_their_first_pruning_step(digits, monkeypatch):
+    """A worker starts many devices on one trainer; those started from the same weights and masks
+    (the same ``origin``) propose the same masks before their first step, computed once; the
+    proposal is what each would have computed, and ``forget`` drops it."""
+    model = build_model("mlp-small", digits.input_shape, digits.num_classes, seed=0)
+    initial = {k: v.clone() for k, v in model.state_dict().items()}
+    config = make_train_config(method="dynhp", compression=4, epochs=1, prune_every=0.5)
+    trainer = DeviceTrainer(model, digits.input_shape, digits.num_classes, config, horizon=4 * 64)
+    calls = []
+    propose = trainer.criterion.propose
+    monkeypatch.setattr(trainer.criterion, "propose", lambda masks, density: calls.append(density) or
+                        propose(masks, density))
+    x, y = digits.train_x[:64], digits.train_y[:64]
+    results = []
+    for device in range(3):
+        if device == 2:
+            trainer.forget()
+        model.load_state_dict(initial)
+        trainer.start(4 * 64, progress=64, origin="round-2-model")
+        trainer.train(x, y, 64, generator=torch.Generator().manual_seed(device))
+        results.append({k: v.clone() for k, v in trainer.masks.state_dict().items()})
+    first = [d for d in calls if d == calls[0]]
+    assert len(first) == 2, "the first device and the one after forget() proposed; the second shared"
+    fresh = DeviceTrainer(build_model("mlp-small", digits.input_shape, digits.num_classes, seed=0),
+                          digits.input_shape, digits.num_classes, config, horizon=4 * 64)
+    fresh.start(4 * 64, progress=64)
+    fresh.train(x, y, 64, generator=torch.Generator().manual_seed(1))
+    assert all(torch.equal(results[1][k], m) for k, m in fresh.masks.state_dict().items()), \
+        "the shared proposal is the one the device would have made"

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Callable
+from typing import Callable, Hashable
 
 import torch
 from torch import nn
@@ -139,10 +139,11 @@ class DeviceTrainer:
         self.accountant = MemoryAccountant(model, self.topology, config.optimizer, self.plan.layout, num_classes)
         self.criterion = make_criterion(config.criterion, config.scope, config.granularity)
         self.optimizer = make_optimizer(model.parameters(), config)
+        self._proposals: dict[tuple, dict[str, torch.Tensor]] = {}  # by (origin, density): see start()
         self.start(horizon)
 
     def start(self, horizon: int, *, progress: int = 0, steps: int = 0, next_prune: float = 0.0,
-              masks: dict[str, torch.Tensor] | None = None) -> None:
+              masks: dict[str, torch.Tensor] | None = None, origin: Hashable | None = None) -> None:
         """Begin training a device from the model's current weights, at a schedule position.
 
         ``__init__`` calls it for a fresh device. Calling it again begins another device of the
@@ -152,6 +153,11 @@ class DeviceTrainer:
         ``masks``), the optimizer's state and the schedule (over ``horizon`` samples) are not.
         A simulation worker that trains many devices one after another loads each device's
         weights into the model, then calls this.
+
+        ``origin`` names where the weights and ``masks`` came from: devices started from the same
+        origin hold the same weights and masks until their first optimizer step, so a pruning step
+        before it proposes the same masks for all of them, and is computed once (``forget``
+        drops what was kept, as the origin's weights change).
         """
         config = self.config
         if config.prunes:
@@ -166,13 +172,27 @@ class DeviceTrainer:
         self.optimizer.state.clear()  # momentum and moments belong to the previous device
         self.prune_interval = None  # samples between pruning steps, known once the data size is
         self.progress, self.steps, self.next_prune = int(progress), int(steps), float(next_prune)
+        self._origin, self._started_at = origin, self.steps
         if self.masks is not None and masks:
             self.masks.apply()
         self._refresh()
 
     # --- pruning and batch sizing ----------------------------------------------------------
+    def forget(self) -> None:
+        """Drop the proposals kept for devices that start from the same origin (see ``start``)."""
+        self._proposals.clear()
+
     def _prune(self, density: float) -> None:
-        self.masks.update(self.criterion.propose(self.masks, density))
+        # Before its first step a device holds what its origin holds: the same proposal as every
+        # other device started from it.
+        shared = self._origin is not None and self.steps == self._started_at
+        key = (self._origin, density)
+        proposal = self._proposals.get(key) if shared else None
+        if proposal is None:
+            proposal = self.criterion.propose(self.masks, density)
+            if shared:
+                self._proposals[key] = proposal
+        self.masks.update(proposal)
         self.masks.apply()
         self.masks.mask_optimizer_state(self.optimizer)
 

@@ -82,6 +82,7 @@ class Worker:
         self._trainers: dict[tuple[str, int], DeviceTrainer] = {}
         self.shapes: dict[str, tuple[int, ...]] = {}  # the prunable tensors' shapes, in model order
         self._full: dict[str, np.ndarray] = {}  # the masks of a device that never prunes
+        self._held: dict[int, dict[str, np.ndarray]] = {}  # the global models devices started from
 
     def trainer(self, device: int, horizon: int) -> DeviceTrainer:
         """The trainer of ``device``'s configuration and budget, built the first time such a device trains."""
@@ -100,6 +101,12 @@ class Worker:
                 for mask in self._full.values():
                     mask.flags.writeable = False
         return trainer
+
+    def forget(self) -> None:
+        """Drop what the trainers kept of the models simulated so far (``DeviceTrainer.forget``)."""
+        self._held.clear()
+        for trainer in self._trainers.values():
+            trainer.forget()
 
     def warm_up(self) -> None:
         """Build every kind of device's model and trainer and run one backward pass on each, so
@@ -135,9 +142,13 @@ class Worker:
         masks = None
         if state is not None and state.mask is not None:  # start() keeps copies of them
             masks = {n: torch.from_numpy(m) for n, m in unpack_masks(state.mask, self.shapes).items()}
+        # Devices of a cohort that receive the same model with the same mask (every device's first
+        # round, most often) prune it alike before their first step: see DeviceTrainer.start.
+        self._held[id(dense)] = dense  # held, so that its id names it until forget()
+        origin = (id(dense), None if masks is None else state.mask.tobytes())
         trainer.start(scenario.rounds * per_round, progress=(round_ - 1) * per_round,
                       steps=state.steps if state is not None else 0,
-                      next_prune=state.next_prune if state is not None else 0.0, masks=masks)
+                      next_prune=state.next_prune if state is not None else 0.0, masks=masks, origin=origin)
         download_bytes = download_nbytes(dense, None if masks is None else self._kept(trainer), download)
         flops_before = cost.forward_flops(trainer.topology, trainer.masks)
         steps = trainer.train(x, y, per_round, generator=draws.generator(scenario.seed, round_, device_id))
@@ -194,6 +205,7 @@ class Worker:
 def train_cohort(worker: Worker, msg: Message) -> Message:
     """Simulate the cohort ``msg`` names, device after device, and answer once."""
     assignments, download = read_cohort(msg.content)
+    worker.forget()  # a cohort's models are new: so are the proposals made on them
     models: dict[int, dict[str, np.ndarray]] = {}
     outcomes = []
     stacks: dict[int, SumStack] = {}  # per fog node, the sums of this cohort's leaves (strategies.sums)
