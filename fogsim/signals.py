@@ -16,11 +16,13 @@ import os
 import signal
 import sys
 import threading
+from typing import Callable
 
 CLEANUP_LIMIT_S = 15  # the most an interrupted command may take to stop
 _received: list[int] = []
 _installed: list[bool] = []  # non-empty while the command line's handlers are in force
 _announced: list[bool] = []  # non-empty once the interrupt's line is printed
+_on_interrupt: list[Callable[[], None]] = []  # called at the first signal, before the interrupt unwinds
 
 
 def _handle(signum: int, frame) -> None:
@@ -32,7 +34,21 @@ def _handle(signum: int, frame) -> None:
     watchdog = threading.Timer(CLEANUP_LIMIT_S, _leave, args=(signum,))
     watchdog.daemon = True
     watchdog.start()
+    for callback in list(_on_interrupt):
+        try:
+            callback()
+        except Exception:  # a stop that fails must not keep the interrupt from unwinding
+            pass
     raise KeyboardInterrupt
+
+
+def on_interrupt(callback: Callable[[], None]) -> Callable[[], None]:
+    """Call ``callback`` as soon as the first signal arrives, before the interrupt unwinds the main
+    thread, and return what removes it. A simulation gives its stop event: Flower's engine, in the
+    main thread, waits for its workers and its server thread, which end only once the server's
+    wait for replies is over, so the interrupt alone would wait for the watchdog."""
+    _on_interrupt.append(callback)
+    return lambda: _on_interrupt.remove(callback) if callback in _on_interrupt else None
 
 
 def _leave(signum: int) -> None:

@@ -26,3 +26,33 @@ def test_the_watchdog_does_not_repeat_the_command_lines_line(capsys, exits):
     signals.announce()
     signals._leave(signal.SIGINT)
     assert exits == [130] and capsys.readouterr().err == "", "the command line printed it already"
+
+
+def test_the_first_signal_stops_what_registered_before_the_interrupt_unwinds(monkeypatch, exits):
+    """A simulation registers its stop event: Flower's engine, in the main thread, waits for the
+    server thread, which leaves its wait only when that event is set."""
+    import logging
+    import threading
+
+    timers = []
+
+    class Timer:  # the watchdog, armed but never fired
+        def __init__(self, *args, **kwargs):
+            timers.append(args)
+
+        def start(self):
+            pass
+
+    monkeypatch.setattr(signals.threading, "Timer", Timer)
+    stop = threading.Event()
+    forget = signals.on_interrupt(stop.set)
+    signals._received.clear()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            signals._handle(signal.SIGTERM, None)
+        assert stop.is_set() and timers, "stopped at the signal, the watchdog armed"
+    finally:
+        forget()
+        signals._received.clear()
+        logging.disable(logging.NOTSET)
+    assert signals._on_interrupt == []

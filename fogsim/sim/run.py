@@ -19,6 +19,7 @@ from typing import Callable
 import numpy as np
 
 from fogsim.data import Dataset, load_dataset
+from fogsim import signals
 from fogsim.errors import FogsimError
 from fogsim.rundir import Claim
 from fogsim.sim import checkpoint, draws
@@ -213,6 +214,7 @@ def run(prepared: Prepared, out: Path, on_round: Callable[[dict], None] | None =
                         strategy_state=strategy_state,
                         on_round=on_round, on_client=on_client, stop=threading.Event())
         local = scenario.simulation.engine == "local"
+        forget_stop = signals.on_interrupt(job.stop.set)  # the server leaves its wait at the signal itself
         try:
             if local:
                 from fogsim.sim.local import run_local
@@ -237,6 +239,7 @@ def run(prepared: Prepared, out: Path, on_round: Callable[[dict], None] | None =
                                    f"{_kept(out)}{'' if verbose or local else ' (--verbose shows the engine log)'}") \
                 from None
         finally:
+            forget_stop()
             job.stop.set()  # the server thread leaves its wait for replies instead of waiting forever
             job.files.close()
             if not local:
