@@ -267,6 +267,36 @@ def test_numbers_must_be_finite_and_in_range(tmp_path, capsys, build, message):
     refused(tmp_path, capsys, build(tmp_path), message)
 
 
+BOOLEAN = "a number is needed, not the boolean"
+
+
+@cases(
+    ("rounds-yes", lambda t: run(t, "name: t\ndata: {name: digits}\nmodel: mlp-small\nrounds: yes\n"
+                                    "fleet: [{profile: rpi4}]\n"), f"rounds: {BOOLEAN} true"),
+    ("seed-false", lambda t: run(t, scenario(seed=False)), f"seed: {BOOLEAN} false"),
+    ("fraction-true", lambda t: run(t, scenario(fraction=True)), f"fraction: {BOOLEAN} true"),
+    ("lr-true", lambda t: run(t, scenario(training={"lr": True})), f"training.lr: {BOOLEAN}"),
+    ("batch-true", lambda t: run(t, scenario(training={"batch_size": True})), f"training.batch_size: {BOOLEAN}"),
+    ("compression-true", lambda t: run(t, scenario(pruning={"compression": True})), "pruning.compression: "),
+    ("count-on", lambda t: run(t, scenario(fleet=[{"profile": "rpi4", "count": True}])), f"fleet\\[0\\].count: {BOOLEAN}"),
+    ("availability-true", lambda t: run(t, scenario(fleet=[{"profile": "rpi4", "overrides": {"availability": True}}])),
+     f"fleet\\[0\\].overrides.availability: {BOOLEAN}"),
+    ("budget-yes", lambda t: run(t, scenario(fleet=[{"profile": "rpi4", "overrides": {"memory_budget": True}}])),
+     f"memory_budget: {BOOLEAN}"),
+    ("cloud-every-yes", lambda t: run(t, scenario(fog={"nodes": [{"name": "a", "profile": "mec-server"}],
+                                                      "cloud_every": True})), f"fog.cloud_every: {BOOLEAN}"),
+    ("fog-flops-true", lambda t: run(t, scenario(fog={"nodes": [{"name": "a", "profile": "mec-server",
+                                                                 "overrides": {"flops": True}}]})),
+     f"fog.nodes\\[0\\].overrides.flops: {BOOLEAN}"),
+    ("profile-file-flops-true", lambda t: with_profiles(t, {"b": {**PROFILE, "flops": True}}, fleet=[{"profile": "b"}]),
+     f"b.flops: {BOOLEAN}"),
+)
+def test_a_number_is_never_a_boolean(tmp_path, capsys, build, message):
+    """YAML reads yes/no/on/off as booleans, which pydantic would take as 1 and 0: every number of
+    a scenario, a profile or a fog node refuses them (issue 18's ``cloud_every: yes``)."""
+    refused(tmp_path, capsys, build(tmp_path), message)
+
+
 # --- counts and seeds, bounded before anything is allocated ----------------------------------------
 
 @cases(

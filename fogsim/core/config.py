@@ -10,9 +10,9 @@ a method, schedule or criterion, extend its Literal and implement it.
 
 from __future__ import annotations
 
-from typing import Literal, get_args
+from typing import Literal, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from fogsim.errors import FogsimError, describe
 
@@ -34,7 +34,35 @@ MAX_LR = 10.0              # beyond this, SGD and Adam only diverge
 MAX_SEED = 2**32 - 1       # scikit-learn's random_state (the digits split) takes no more; numpy and torch take it too
 
 
-class _Settings(BaseModel):
+def _numbers_only(annotation) -> bool:
+    """Whether a field of ``annotation`` takes numbers (int or float) and not booleans."""
+    leaves, todo = set(), [annotation]
+    while todo:
+        kind = todo.pop()
+        args = get_args(kind)
+        if get_origin(kind) is Literal:
+            leaves.update(type(a) for a in args)
+        elif args:
+            todo.extend(args)
+        else:
+            leaves.add(kind)
+    return bool(leaves & {int, float}) and bool not in leaves
+
+
+class NumbersAreNotBooleans(BaseModel):
+    """Base of every settings model: a number field refuses a boolean (YAML reads ``yes`` and ``on``
+    as ``true``, which pydantic would take as 1)."""
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_booleans(cls, value, info: ValidationInfo):
+        if isinstance(value, bool) and _numbers_only(cls.model_fields[info.field_name].annotation):
+            raise ValueError(f"a number is needed, not the boolean {str(value).lower()} "
+                             "(YAML reads yes, no, on and off as booleans): write the number")
+        return value
+
+
+class _Settings(NumbersAreNotBooleans):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 

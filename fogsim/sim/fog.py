@@ -18,8 +18,9 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ConfigDict, Field, ValidationError
 
+from fogsim.core.config import NumbersAreNotBooleans
 from fogsim.errors import FogsimError, describe, shown
 from fogsim.sim.fleet import Fleet
 from fogsim.sim.profiles import BUILTIN_DIR, Profile
@@ -29,7 +30,7 @@ from fogsim.sim.scenario import Scenario, fog_device_counts, fog_placement
 FOG_PROFILE_DIR = BUILTIN_DIR / "fog"
 
 
-class FogProfile(BaseModel):
+class FogProfile(NumbersAreNotBooleans):
     """One class of fog node."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)

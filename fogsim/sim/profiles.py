@@ -19,8 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ConfigDict, Field, ValidationError
 
+from fogsim.core.config import NumbersAreNotBooleans
 from fogsim.errors import FogsimError, brief, describe, shown
 from fogsim.sim.safe_yaml import read_yaml
 from fogsim.units import size_field
@@ -29,7 +30,7 @@ BUILTIN_DIR = Path(__file__).resolve().parent.parent / "profiles"
 MAX_BASE_CHAIN = 100  # profiles a profile may derive from, one after another; real chains have two or three
 
 
-class Profile(BaseModel):
+class Profile(NumbersAreNotBooleans):
     """One class of device."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)

@@ -17,7 +17,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from fogsim.core.config import (MAX_BATCH, MAX_COMPRESSION, MAX_EPOCHS, MAX_LR, MAX_SEED, TrainingSettings,
+from fogsim.core.config import (MAX_BATCH, MAX_COMPRESSION, MAX_EPOCHS, MAX_LR, MAX_SEED, NumbersAreNotBooleans,
+                                TrainingSettings,
                                 PruningSettings, TrainConfig)
 from fogsim.catalog import DATASETS, MODELS
 from fogsim.errors import FogsimError, brief, describe, key_path, shown
@@ -39,7 +40,7 @@ MAX_NAME_CHARS = 100
 MAX_FOG_NODES = 1_000        # fog nodes; each is evaluated on the test set every round
 
 
-class _Section(BaseModel):
+class _Section(NumbersAreNotBooleans):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
