@@ -141,12 +141,9 @@ def _consensus(previous: np.ndarray, kept_sum: np.ndarray, weight_sum, total: fl
 RULES: dict[str, Rule] = {"keepers": keepers, "delta": delta, "consensus": consensus}
 """The rules by the name a scenario gives in ``strategy.rule``."""
 
-_OF_SUMS: dict[str, Callable[..., np.ndarray]] = {"keepers": _keepers, "delta": _delta, "consensus": _consensus}
-"""The built-in rules as functions of ``(previous, Σ n m w, Σ n m, Σ n)``, all they read of a round."""
-
-RULES_OF_SUMS: dict[str, Rule] = dict(RULES)
-"""The rules of :data:`RULES` that read a round only through its sums (``strategies.sums``), so that a
-simulation adds the uploads up where the devices train: the built-in ones, as registered."""
+_OF_SUMS: dict[Rule, Callable[..., np.ndarray]] = {keepers: _keepers, delta: _delta, consensus: _consensus}
+"""The built-in rules, each as a function of ``(previous, Σ n m w, Σ n m, Σ n)``: all they read of a
+round (``strategies.sums``), so that a simulation adds the uploads up where the devices train."""
 
 
 def masked_average(
@@ -243,10 +240,9 @@ def masked_average_of_sums(
     missing = [name for name in sums.weighted if name not in previous]
     if missing:
         raise ValueError(f"the previous global model lacks tensors {missing}")
-    _rule(rule)
-    if not reads_sums(rule):
+    chosen = _OF_SUMS.get(_rule(rule))
+    if chosen is None:
         raise ValueError(f"rule {rule!r} reads every client's values, not a round's sums")
-    chosen = _OF_SUMS[rule]
     averaged = {}
     for name, kept_sum in sums.weighted.items():
         before = np.asarray(previous[name])
@@ -261,7 +257,7 @@ def masked_average_of_sums(
 
 def reads_sums(rule: str) -> bool:
     """Whether the rule registered as ``rule`` is a built-in one, which reads a round only through its sums."""
-    return rule in RULES_OF_SUMS and RULES.get(rule) is RULES_OF_SUMS[rule]
+    return RULES.get(rule) in _OF_SUMS
 
 
 def kept_by_nobody(

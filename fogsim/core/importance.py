@@ -76,8 +76,8 @@ def _kth_highest(values: np.ndarray, kept: np.ndarray | None, k: int) -> float:
     bucket = len(counts) - 1 - j
     need = k - (int(from_top[j - 1]) if j else 0)
     inside = bits[high == bucket]
-    return float(np.partition(inside, len(inside) - need)[len(inside) - need:len(inside) - need + 1]
-                 .view(np.float32)[0])
+    kth = np.partition(inside, len(inside) - need)[len(inside) - need]
+    return float(np.array(kth, dtype=np.int32).view(np.float32))
 
 
 def _top_by_sort(scores: torch.Tensor, candidates: torch.Tensor, k: int) -> torch.Tensor:

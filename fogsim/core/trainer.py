@@ -140,6 +140,7 @@ class DeviceTrainer:
         self.criterion = make_criterion(config.criterion, config.scope, config.granularity)
         self.optimizer = make_optimizer(model.parameters(), config)
         self._proposals: dict[tuple, dict[str, torch.Tensor]] = {}  # by (origin, density): see start()
+        self.masks: MaskSet | None = MaskSet(self.model, self.topology, hard=config.hard) if config.prunes else None
         self.start(horizon)
 
     def start(self, horizon: int, *, progress: int = 0, steps: int = 0, next_prune: float = 0.0,
@@ -160,12 +161,8 @@ class DeviceTrainer:
         drops what was kept, as the origin's weights change).
         """
         config = self.config
-        if config.prunes:
-            if getattr(self, "masks", None) is None:
-                self.masks = MaskSet(self.model, self.topology, hard=config.hard)
+        if self.masks is not None:
             self.masks.reset(masks)
-        else:
-            self.masks = None
         self.horizon = horizon
         self.schedule = Schedule(self.plan.start_density, config.target_density, config.prune_start * horizon,
                                  config.prune_end * horizon, config.schedule) if config.prunes else None

@@ -178,15 +178,16 @@ class FogGrid:
             total = tree_total(blocks.get(node, {}), count)
             if total is None:  # every device of the node dropped out
                 continue
-            mine = [d for d, n, _ in order if n == node]
+            mine = {d for d, n, _ in order if n == node}
+            first = min(mine)
             examples = sum(int(r.content[METRICS][EXAMPLES_KEY]) for d, r in replies
-                           if d in set(mine) and not r.has_error())
+                           if d in mine and not r.has_error())
             arrays = total.mean() if dense else to_arrays(total)
             reply = Message(RecordDict({
                 ARRAYS: ArrayRecord({k: Array(np.asarray(v, order="C")) for k, v in arrays.items()}),
                 METRICS: MetricRecord({EXAMPLES_KEY: examples, UNIFORM_WEIGHT_KEY: total.clients})}),
-                reply_to=original[min(mine)])
-            self._device_of_reply[id(reply)] = min(mine)
+                reply_to=original[first])
+            self._device_of_reply[id(reply)] = first
             out.append(reply)
         return out
 
