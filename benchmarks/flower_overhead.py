@@ -189,7 +189,7 @@ def make_bare_client_app(prepared):
         round_ = int(msg.content["config"]["server-round"])
         data = worker_dataset(name, root, download, seed)
         rows = torch.from_numpy(partitions[pid])
-        x, y = data.train_x[rows], data.train_y[rows]
+        x, y = data.train_rows(rows), data.train_y[rows]
         model = build_model(model_name, data.input_shape, data.num_classes)
         model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
         loss = local_train(model, x, y, int(round(t.epochs * len(x))), t.batch_size, t.lr, t.weight_decay,

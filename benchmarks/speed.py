@@ -277,7 +277,7 @@ def client_data(data, rows, device: int):
     import torch
 
     index = torch.from_numpy(rows[int(device)])
-    return data.train_x[index], data.train_y[index]
+    return data.train_rows(index), data.train_y[index]
 
 
 def train_one_epoch(model, x, y) -> None:

@@ -151,6 +151,25 @@ def test_fashion_mnist_from_a_directory_of_idx_files(tmp_path, gz):
                           arrays["t10k-images-idx3-ubyte"][3].flatten().argsort(kind="stable"))
 
 
+@pytest.mark.parametrize("name", ["fashion-mnist", "digits"])
+def test_rows_are_standardised_when_taken_with_the_bits_of_the_whole_set(tmp_path, name):
+    """Bytes stay bytes in memory (a quarter of float32); rows taken standardise to the same
+    bits as the whole set standardised at once, whether an index or a slice, and taking rows
+    never changes what is held."""
+    write_mnist_like(tmp_path, n_train=50)
+    ds = load_dataset(name, root=tmp_path)
+    raw = ds._train_raw
+    assert raw.dtype == (torch.uint8 if name == "fashion-mnist" else torch.float32)
+    before = raw.clone()
+    rows = torch.tensor([7, 3, 3, 0, len(raw) - 1])
+    taken, sliced = ds.train_rows(rows), ds.train_rows(slice(2, 9))
+    assert torch.equal(raw, before)
+    whole = (raw.to(torch.float64 if name == "digits" else torch.float32).to(torch.float32) - ds._mean) / ds._std
+    assert torch.equal(ds.train_x, whole) and ds.train_x is ds.train_x
+    assert torch.equal(taken, ds.train_x[rows]) and torch.equal(sliced, ds.train_x[2:9])
+    assert taken.dtype == torch.float32 and ds.input_shape == tuple(raw.shape[1:])
+
+
 def test_fashion_mnist_with_a_missing_file_says_which(tmp_path):
     write_mnist_like(tmp_path)
     (tmp_path / "t10k-labels-idx1-ubyte").unlink()

@@ -113,7 +113,7 @@ class Worker:
         that what a process pays once (the dataset, PyTorch's first optimizer and autograd pass)
         is paid before the first round."""
         data = self.data
-        x, y = data.train_x[:2], data.train_y[:2]
+        x, y = data.train_rows(slice(0, 2)), data.train_y[:2]
         for tier in self.spec.fleet.tiers:
             model = self.trainer(tier.first, 1).model
             model.eval()  # no dropout draw from PyTorch's generator, no batch-norm statistics touched
@@ -134,7 +134,7 @@ class Worker:
             return Outcome(device_id, failed=True)
         data = self.data
         rows = torch.from_numpy(spec.partitions[device_id])
-        x, y = data.train_x[rows], data.train_y[rows]
+        x, y = data.train_rows(rows), data.train_y[rows]
         per_round = int(round(scenario.training.epochs * len(x)))
         trainer = self.trainer(device_id, scenario.rounds * per_round)
         model = trainer.model
