@@ -42,6 +42,7 @@ from flwr.serverapp.strategy import Strategy
 
 from .encoding import pack_masked_state
 from .masked_fedavg import MaskedFedAvg
+from .resumable import check_state_array, state_key
 
 STATE_PREFIX = "hier"
 """First part of the keys :meth:`Hierarchical.state_arrays` adds to the cloud strategy's own."""
@@ -236,6 +237,24 @@ class Hierarchical(Strategy):
             if self.weights[node] > 0:
                 out[_SEP.join((STATE_PREFIX, "weight", str(node)))] = np.array([self.weights[node]])
         return out
+
+    def check_state_arrays(self, arrays: dict[str, np.ndarray], shapes: dict[str, tuple[int, ...]]) -> None:
+        """Raise ValueError naming the first of ``arrays`` that is not :meth:`state_arrays` of this
+        hierarchy for a model whose arrays have ``shapes``."""
+        own = {k: v for k, v in arrays.items() if k.startswith(STATE_PREFIX + _SEP)}
+        self.cloud.check_state_arrays({k: v for k, v in arrays.items() if k not in own}, shapes)
+        for key, value in own.items():
+            parts = key.split(_SEP, 3)
+            if len(parts) < 3 or parts[1] not in ("model", "union", "unioned", "weight") \
+                    or not parts[2].isdigit() or int(parts[2]) >= self.nodes \
+                    or (len(parts) == 4) != (parts[1] in ("model", "union")):
+                raise ValueError(f"{state_key(key)} does not belong to a hierarchy of {self.nodes} fog nodes")
+            if parts[1] in ("model", "union"):
+                check_state_array(key, value, shapes.get(parts[3]), "fiu" if parts[1] == "model" else "b")
+            elif parts[1] == "weight":
+                check_state_array(key, value, (1,), "f")
+                if value[0] < 0:
+                    raise ValueError(f"{state_key(key)} is a negative weight")
 
     def load_state_arrays(self, arrays: dict[str, np.ndarray]) -> None:
         """Invert :meth:`state_arrays`; raises ValueError on a key neither level keeps."""

@@ -80,6 +80,19 @@ class Resumable:
                 out.update({f"{attribute}{STATE_SEPARATOR}{i}": np.asarray(v) for i, v in enumerate(value)})
         return out
 
+    def check_state_arrays(self, arrays: dict[str, np.ndarray], shapes: dict[str, tuple[int, ...]]) -> None:
+        """Raise ValueError naming the first of ``arrays`` that is not :meth:`state_arrays` of this
+        strategy for a model whose arrays have ``shapes`` (in model order): a key it does not keep,
+        a shape that is not its array's, a value that is not a finite float."""
+        names = list(shapes)
+        for key, array in arrays.items():
+            attribute, sep, name = key.partition(STATE_SEPARATOR)
+            if not sep or attribute not in _STATE or not hasattr(self, attribute):
+                raise ValueError(f"{state_key(key)} does not belong to {type(self).__name__}")
+            if attribute == "momentum_vector":
+                name = names[int(name)] if name.isdigit() and int(name) < len(names) else ""
+            check_state_array(key, array, shapes.get(name))
+
     def load_state_arrays(self, arrays: dict[str, np.ndarray]) -> None:
         """Invert :meth:`state_arrays`; raises ValueError on a key this strategy does not keep."""
         found: dict[str, dict[str, np.ndarray]] = {}
@@ -93,3 +106,20 @@ class Resumable:
                 setattr(self, attribute, [values[str(i)] for i in range(len(values))])
             else:
                 setattr(self, attribute, values)
+
+
+def state_key(key: str, limit: int = 60) -> str:
+    """A state array's key as a message shows it: quoted, cut to ``limit`` characters."""
+    text = repr(key)
+    return text if len(text) <= limit else f"{text[:limit - 3]}..."
+
+
+def check_state_array(key: str, array: np.ndarray, shape: tuple[int, ...] | None, kinds: str = "fiu") -> None:
+    """Raise ValueError unless ``array`` has ``shape`` (None: the key names no array of the model) and a
+    dtype of one of ``kinds`` (numpy's kind letters), and is finite where it is a float."""
+    if shape is None:
+        raise ValueError(f"{state_key(key)} names no array of the scenario's model")
+    if array.dtype.kind not in kinds or array.shape != tuple(shape):
+        raise ValueError(f"{state_key(key)} is {array.dtype} {list(array.shape)}, not the model's {list(shape)}")
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        raise ValueError(f"{state_key(key)} holds values that are not finite")

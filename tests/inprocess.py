@@ -12,6 +12,7 @@ from flwr.app import Array, ArrayRecord
 
 from fogsim.core import Topology
 from fogsim.models import build_model
+from fogsim.rundir import Claim
 from fogsim.sim.client_app import dataset_of, make_client_app
 from fogsim.sim.device_state import DeviceStates, unpack_masks
 from fogsim.sim.local import LocalGrid
@@ -98,7 +99,7 @@ def serve_in_process(out: Path, sets: list[str], workers: int = 2, stop_after: i
     else:
         prepared = prepare(scenario, sets)
         states = DeviceStates(len(prepared.fleet), prepared.scenario.simulation.state_memory)
-        out.mkdir()
+        prepared.held = Claim(out, "run")  # marked as fogsim run marks it, so that it can be resumed
         files, first, initial, strategy_state = RunFiles(
             out, resolved_yaml(prepared.scenario), fog=prepared.scenario.fog is not None), 1, None, None
     job = ServerJob(prepared.spec, prepared.data, files, workers, states, first_round=first, initial=initial,
@@ -115,4 +116,5 @@ def serve_in_process(out: Path, sets: list[str], workers: int = 2, stop_after: i
     finally:
         files.close()
         states.close()
+        prepared.held.release(True)
     return grid, prepared

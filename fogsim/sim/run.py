@@ -19,6 +19,7 @@ from typing import Callable
 import numpy as np
 
 from fogsim.data import Dataset, load_dataset
+from fogsim.models import build_model
 from fogsim import signals
 from fogsim.errors import FogsimError
 from fogsim.rundir import Claim
@@ -28,7 +29,7 @@ from fogsim.sim.cluster import init_args, ray_cpus, resolve_address, start_ray, 
 from fogsim.sim.device_state import DeviceStates
 from fogsim.sim.fleet import Fleet, build_fleet
 from fogsim.sim.fog import build_fog
-from fogsim.sim.outputs import RunFiles, read_run, read_tiers, summarize
+from fogsim.sim.outputs import RunFiles, read_rows, read_run, read_tiers, summarize
 from fogsim.sim.partition import partition_indices
 from fogsim.sim.scenario import MAX_NODES, Scenario, load_scenario, resolved_yaml
 from fogsim.sim.shared import FleetSpec
@@ -45,6 +46,7 @@ class Prepared:
     spec: FleetSpec
     base: Path  # the directory the scenario's profile files are relative to
     resumed: tuple[checkpoint.Checkpoint, DeviceStates] | None = None  # set by prepare_resume
+    held: Claim | None = None  # the run directory, held from prepare_resume on
 
     def identity(self) -> dict:
         """What a checkpoint must match to be resumed by this scenario: its text and its fleet plan."""
@@ -74,26 +76,66 @@ def prepare(path: str | Path, sets: list[str] = (), base: Path | None = None) ->
 
 def prepare_resume(out: Path) -> Prepared:
     """The scenario of the interrupted run in ``out``, from its own ``scenario.yaml``, with its newest
-    checkpoint read and checked (``Prepared.resumed``)."""
-    found = checkpoint.latest(out) if out.is_dir() else None
-    if found is None:
+    checkpoint read and verified (``Prepared.resumed``) and the directory held (``Prepared.held``),
+    so that no other command writes it meanwhile. Nothing in ``out`` is written here."""
+    if (checkpoint.latest(out) if out.is_dir() else None) is None:
         raise FogsimError(f"--resume {out}: no checkpoint there (not a run directory fogsim run wrote); "
                           "give the directory of an interrupted run")
-    base = checkpoint.info(found).get("base")
-    if not isinstance(base, str):
-        raise FogsimError(f"{found}: damaged checkpoint (no scenario directory); it cannot be resumed")
-    prepared = prepare(out / "scenario.yaml", base=Path(base))
-    states = DeviceStates(len(prepared.fleet), prepared.scenario.simulation.state_memory)
+    held = Claim.existing(out, "run")  # a run still going on refuses here, before its checkpoint is read
     try:
-        prepared.resumed = checkpoint.load(found, prepared.identity(), states), states
+        found = checkpoint.latest(out)
+        if found is None:
+            raise FogsimError(f"--resume {out}: its checkpoint went away while being read; try again")
+        base = checkpoint.info(found).get("base")
+        if not isinstance(base, str):
+            raise FogsimError(f"{found}: damaged checkpoint (no scenario directory); it cannot be resumed")
+        prepared = prepare(out / "scenario.yaml", base=Path(base))
+        states = DeviceStates(len(prepared.fleet), prepared.scenario.simulation.state_memory)
+        try:
+            prepared.resumed = checkpoint.load(found, _expected(prepared, out), states), states
+        except BaseException:
+            states.close()
+            raise
+        if prepared.resumed[0].round >= prepared.scenario.rounds:
+            states.close()
+            raise FogsimError(f"--resume {out}: all {prepared.scenario.rounds} rounds finished already; "
+                              "nothing to resume")
     except BaseException:
-        states.close()
+        held.release(True)  # nothing written, nothing to remove: only unlocked
         raise
-    if prepared.resumed[0].round >= prepared.scenario.rounds:
-        states.close()
-        raise FogsimError(f"--resume {out}: all {prepared.scenario.rounds} rounds finished already; "
-                          "nothing to resume")
+    prepared.held = held
     return prepared
+
+
+def _expected(prepared: Prepared, out: Path) -> checkpoint.Expected:
+    """What a checkpoint of the run in ``out`` must hold (``checkpoint.load``)."""
+    from fogsim.core.topology import Topology
+    import strategies
+    from fogsim.sim.server_app import make_strategy
+
+    scenario, data = prepared.scenario, prepared.data
+    model = build_model(scenario.model, data.input_shape, data.num_classes, seed=scenario.seed)
+    arrays = {k: (np.dtype(str(v.numpy().dtype)), tuple(v.shape)) for k, v in model.state_dict().items()}
+    shapes = {k: shape for k, (_, shape) in arrays.items()}
+    masked = sum(int(np.prod(shapes[n], dtype=np.int64)) for n in Topology(model, data.input_shape).prunable)
+    try:
+        finished = {int(row["round"]) for row in read_rows(out / "rounds.csv")}
+    except (OSError, ValueError, KeyError) as error:
+        raise FogsimError(f"--resume {out}: its rounds.csv cannot be read ({type(error).__name__}); "
+                          "the run cannot be resumed") from None
+    flower = logging.getLogger("flwr")
+    level = flower.level
+    flower.setLevel(logging.CRITICAL)  # building Flower's strategy logs what the run itself reports, if at all
+    try:
+        strategy = make_strategy(scenario.strategy)
+    finally:
+        flower.setLevel(level)
+    if prepared.spec.fog is not None:
+        fog = prepared.spec.fog
+        strategy = strategies.Hierarchical(strategy, make_strategy(scenario.strategy, fog_level=True), fog.of, len(fog),
+                                fog.cloud_every, scenario.rounds)
+    return checkpoint.Expected(prepared.identity(), arrays, len(prepared.fleet), (masked + 7) // 8,
+                               scenario.rounds, finished, lambda state: strategy.check_state_arrays(state, shapes))
 
 
 def check_resources(scenario: Scenario) -> None:
@@ -196,7 +238,7 @@ def run(prepared: Prepared, out: Path, on_round: Callable[[dict], None] | None =
     identity = prepared.identity()
     if resume and prepared.resumed is None:
         raise ValueError("resume needs a scenario prepared by prepare_resume")
-    held = Claim.existing(out, "run") if resume else Claim(out, "run")
+    held = prepared.held if resume else Claim(out, "run")
     resumed, states = prepared.resumed if resume else \
         (None, DeviceStates(len(prepared.fleet), scenario.simulation.state_memory))
     start = time.perf_counter()
