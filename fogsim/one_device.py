@@ -12,7 +12,6 @@ checked before the output directory is created. The run directory holds:
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from pathlib import Path
@@ -31,6 +30,7 @@ from fogsim.errors import FogsimError
 from fogsim.models import build_model
 from fogsim.rundir import check_free, claim
 from fogsim.units import parse_bytes
+from fogsim.numbers import csv_frame, json_text
 
 
 def resolve_budget(spec: str | int | None, model: torch.nn.Module, input_shape: tuple[int, ...],
@@ -132,7 +132,7 @@ def write_outputs(directory: Path, summary: dict, trace: pd.DataFrame, epochs: p
 
     columns = ["step", "epoch", "progress", "density", "batch_size", "lr", "loss", "state_bytes",
                "activation_bytes", "memory_bytes", "budget_bytes"]
-    trace[columns].to_csv(directory / "trace.csv", index=False)
-    epochs.to_csv(directory / "epochs.csv", index=False)
-    (directory / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    csv_frame(trace[columns]).to_csv(directory / "trace.csv", index=False)
+    csv_frame(epochs).to_csv(directory / "epochs.csv", index=False)
+    (directory / "summary.json").write_text(json_text(summary))
     plot_training(trace, epochs, summary, directory / "training.png")

@@ -186,7 +186,8 @@ def test_a_device_that_raises_ends_the_cohort_and_is_named():
     assert not reply.has_error() and CRASHED in reply.content
     outcomes, crashed, _ = read_reply(reply.content)
     assert [o.device for o in outcomes] == [0] and not outcomes[0].failed and outcomes[0].upload is not None
-    device, reason = crashed
+    device, reason, diverged = crashed
+    assert not diverged
     assert device == 2
     assert reason.startswith("RuntimeError: ") and "1.weight" in reason and "\n" not in reason
     assert simulated == [0, 2], "the cohort ends at the crash"

@@ -38,7 +38,7 @@ def test_a_device_that_crashes_mid_cohort_ends_the_run_in_one_line_and_keeps_the
         run(prepare(QUICKSTART, ["rounds=3"]), tmp_path / "run")
     message = str(caught.value)
     assert "\n" not in message and "device 3 crashed in round 2: ValueError: boom second line" in message
-    assert "the 1 finished rounds are in" in message
+    assert "the finished round is in" in message
     assert len(pd.read_csv(tmp_path / "run" / "rounds.csv")) == 1, "round 1 is kept"
 
 

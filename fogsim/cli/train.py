@@ -34,6 +34,7 @@ def train(dataset: str, model: str, budget: Optional[str], data_root: Optional[s
           out: Optional[Path], overwrite: bool, quiet: bool, **settings) -> None:
     """Train one device under a memory budget and write trace.csv, epochs.csv, summary.json, training.png."""
     from fogsim.core.config import make_train_config
+    from fogsim.core.trainer import Diverged
     from fogsim.rundir import default_run_dir
     from fogsim.one_device import TrainingRun
 
@@ -49,7 +50,10 @@ def train(dataset: str, model: str, budget: Optional[str], data_root: Optional[s
     if plan.one_shot:
         console.print(f"the dense model does not fit the budget: one-shot prune to density "
                       f"{plan.start_density:.3f} before training, then incremental pruning")
-    summary = _with_progress(request, quiet)
+    try:
+        summary = _with_progress(request, quiet)
+    except Diverged as error:  # named as this command's options
+        raise Diverged(error.step, error.loss, error.config, ("--lr", "--weight-decay", "--on-divergence")) from None
     print_training_summary(summary, out)
 
 

@@ -24,6 +24,8 @@ ScheduleShape = Literal["cubic", "linear", "oneshot"]   # implemented in core/sc
 CriterionName = Literal["magnitude"]                    # implemented in core/importance.py
 Scope = Literal["global", "layer"]
 Granularity = Literal["unstructured", "structured"]
+OnDivergence = Literal["stop", "continue"]
+DIVERGED_LOSS = 100.0  # x ln(classes): a loss above it (or not finite) has diverged (core/trainer.py)
 METHODS = get_args(Method)
 
 # Bounds that keep every number a user can give finite and every loop and allocation it drives sane.
@@ -80,6 +82,9 @@ class TrainingSettings(_Settings):
     batch_min: int | None = Field(None, ge=1, le=MAX_BATCH, description="dynhp's smallest batch b_min "
                                   "(default: batch_size)")
     batch_max: int = Field(1024, ge=1, le=MAX_BATCH, description="dynhp's largest batch b_max")
+    on_divergence: OnDivergence = Field(
+        "stop", description="a loss that is not finite or above 100 x ln(classes) (chance is ln(classes)): stop "
+        "with one line naming the round, device and setting to lower (exit 1), or continue with the numbers")
 
 
 class PruningSettings(_Settings):

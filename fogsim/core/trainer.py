@@ -23,7 +23,7 @@ from typing import Callable, Hashable
 import torch
 from torch import nn
 
-from fogsim.core.config import TrainConfig
+from fogsim.core.config import DIVERGED_LOSS, TrainConfig
 from fogsim.core.importance import make_criterion
 from fogsim.core.masks import MaskSet
 from fogsim.core.memory import Footprint, MemoryAccountant
@@ -122,6 +122,28 @@ def make_optimizer(params, config: TrainConfig) -> torch.optim.Optimizer:
 StepCallback = Callable[[dict], None]
 
 
+class Diverged(FogsimError):
+    """Training diverged: a step's loss was not finite or above ``DIVERGED_LOSS`` x ln(classes).
+
+    Raised by ``DeviceTrainer.train`` unless the config says ``on_divergence: continue``. The
+    message names the settings to change as ``names`` (lr, weight decay, on-divergence) spell them
+    where the user gave them: ``--lr`` on the command line, ``training.lr`` in a scenario."""
+
+    exit_code = 1
+
+    def __init__(self, step: int, loss: float, config: TrainConfig,
+                 names: tuple[str, str, str] = ("lr", "weight_decay", "on_divergence")):
+        self.step, self.loss, self.config = step, loss, config
+        super().__init__(f"training diverged at step {step} (loss {loss:.4g}): {self.advice(*names)}")
+
+    def advice(self, lr: str, weight_decay: str, on_divergence: str) -> str:
+        """What to lower, with the values used, and how to go on anyway."""
+        lower = f"lower {lr} (now {self.config.lr:g})"
+        if self.config.weight_decay > 0:
+            lower += f" or {weight_decay} (now {self.config.weight_decay:g})"
+        return f"{lower}, or set {on_divergence} to continue for the numbers anyway"
+
+
 class DeviceTrainer:
     """Trains ``model`` in place under ``config`` and ``budget``; resumable across calls to ``train``.
 
@@ -139,6 +161,8 @@ class DeviceTrainer:
         self.accountant = MemoryAccountant(model, self.topology, config.optimizer, self.plan.layout, num_classes)
         self.criterion = make_criterion(config.criterion, config.scope, config.granularity)
         self.optimizer = make_optimizer(model.parameters(), config)
+        self.diverged_above = DIVERGED_LOSS * math.log(max(num_classes, 2))
+        self.stop_on_divergence = config.on_divergence == "stop"
         self._proposals: dict[tuple, dict[str, torch.Tensor]] = {}  # by (origin, density): see start()
         self.masks: MaskSet | None = MaskSet(self.model, self.topology, hard=config.hard) if config.prunes else None
         self.start(horizon)
@@ -260,6 +284,8 @@ class DeviceTrainer:
             take = min(self.batch_size, samples - done, len(order))
             batch, order = order[:take], order[take:]
             loss = self._step(x[batch], y[batch])
+            if self.stop_on_divergence and not loss <= self.diverged_above:  # NaN compares false
+                raise Diverged(self.steps + 1, loss, self.config)
             memory = self.footprint.at(take)
             if memory > self.budget:
                 raise RuntimeError(f"bug: step {self.steps} uses {memory} B, over the budget of {self.budget} B")

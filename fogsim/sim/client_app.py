@@ -38,6 +38,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricR
 from flwr.clientapp import ClientApp
 
 from fogsim.core import DeviceTrainer
+from fogsim.core.trainer import Diverged
 from fogsim.data import Dataset, load_dataset
 from fogsim.models import build_model
 from fogsim.sim import cost, draws
@@ -217,6 +218,10 @@ def train_cohort(worker: Worker, msg: Message) -> Message:
                                       msg.content[CONFIG + str(assignment.config)], download)
             if assignment.leaf >= 0 and (outcome.failed or outcome.contribution is not None):
                 stacks.setdefault(assignment.node, SumStack()).push(assignment.leaf, outcome.contribution)
+        except Diverged as error:  # ends the run unless the scenario says go on (training.on_divergence)
+            profile = worker.spec.fleet[assignment.device].profile_name
+            reason = f"({profile}, step {error.step}, loss {error.loss:.4g}): {worker.spec.scenario.divergence_advice()}"
+            return Message(cohort_reply(outcomes, (assignment.device, reason, True)), reply_to=msg)
         except Exception as error:  # the device's bug ends the run; the server names the device
             reason = f"{type(error).__name__}: {' '.join(str(error).split())}"
             return Message(cohort_reply(outcomes, (assignment.device, reason)), reply_to=msg)

@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from fogsim.errors import FogsimError
+from fogsim.numbers import csv_frame
 from fogsim.rundir import claim
 from fogsim.sim.outputs import FOG_FILE
 from fogsim.sim.reports import CLIENT_COLUMNS, FOG_COLUMNS, ROUND_COLUMNS, TEXT_COLUMNS
@@ -267,7 +268,7 @@ def markdown(frame: pd.DataFrame) -> str:
 def write_comparison(runs: list[Run], out: Path) -> pd.DataFrame:
     """Write comparison.csv, comparison.md and the three plots into the existing directory ``out``."""
     frame = comparison_frame(runs)
-    frame.to_csv(out / "comparison.csv", index=False)
+    csv_frame(frame).to_csv(out / "comparison.csv", index=False)
     (out / "comparison.md").write_text(markdown(frame))
     from fogsim.plots import plot_comparison  # matplotlib only when plots are drawn
 

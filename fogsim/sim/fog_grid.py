@@ -43,6 +43,7 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Error, Message, MetricRecord, RecordDict
 from flwr.common import MessageType
 
+from fogsim.errors import FogsimError
 from fogsim.sim import draws
 from fogsim.sim.device_state import DeviceStates
 from fogsim.sim.messages import (ARRAYS, COHORT, EXAMPLES_KEY, METRICS, ROUND_KEY, SUMS_KEY, TRAIN_CONFIG,
@@ -60,6 +61,12 @@ def _worker_error(reason: str) -> str:
     first = (reason.strip().splitlines() or [""])[0]
     wrapped = re.match(r"<class '(?:[\w.]*\.)?(\w+)'>:<'(.*?)'?>?$", first)
     return f"{wrapped.group(1)}: {wrapped.group(2)}" if wrapped else first
+
+
+class RunDiverged(FogsimError):
+    """Training diverged (a device's, or the global model's): the run stops with one line, exit 1."""
+
+    exit_code = 1
 
 
 class Stopped(Exception):
@@ -159,7 +166,10 @@ class FogGrid:
                 raise RuntimeError(f"a worker crashed in round {self.round}: {_worker_error(cohort.error.reason)}")
             done, crashed, summed = read_reply(cohort.content)
             if crashed is not None:
-                raise RuntimeError(f"device {crashed[0]} crashed in round {self.round}: {crashed[1]}")
+                device, reason, diverged = crashed
+                if diverged:
+                    raise RunDiverged(f"device {device} diverged in round {self.round} {reason}")
+                raise RuntimeError(f"device {device} crashed in round {self.round}: {reason}")
             outcomes += done
             for block in summed:
                 blocks.setdefault(block.node, {})[block.start, block.size] = block.sums

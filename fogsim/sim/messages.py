@@ -158,9 +158,10 @@ def read_cohort(content: RecordDict) -> tuple[list[Assignment], str]:
             for i, device in enumerate(cohort["devices"])], str(cohort["download"])
 
 
-def cohort_reply(outcomes: list[Outcome], crashed: tuple[int, str] | None = None,
+def cohort_reply(outcomes: list[Outcome], crashed: tuple[int, str] | tuple[int, str, bool] | None = None,
                  blocks: list[Block] = ()) -> RecordDict:
-    """The content of a cohort's reply (see the module); ``crashed``: (device, reason) that ended it."""
+    """The content of a cohort's reply (see the module); ``crashed``: (device, reason[, diverged]) that
+    ended it, ``diverged`` where its training diverged rather than failed."""
     from flwr.app import Array
 
     devices = [o.device for o in outcomes]
@@ -177,12 +178,13 @@ def cohort_reply(outcomes: list[Outcome], crashed: tuple[int, str] | None = None
     for i, block in enumerate(blocks):
         content[SUMS + str(i)] = ArrayRecord({k: Array(np.asarray(v, order="C")) for k, v in to_arrays(block.sums).items()})
     if crashed is not None:
-        content[CRASHED] = ConfigRecord({"device": crashed[0], "reason": crashed[1]})
+        content[CRASHED] = ConfigRecord({"device": crashed[0], "reason": crashed[1],
+                                         "diverged": bool(crashed[2]) if len(crashed) > 2 else False})
     return content
 
 
-def read_reply(content: RecordDict) -> tuple[list[Outcome], tuple[int, str] | None, list[Block]]:
-    """``(outcomes, crashed, blocks)`` of a cohort's reply."""
+def read_reply(content: RecordDict) -> tuple[list[Outcome], tuple[int, str, bool] | None, list[Block]]:
+    """``(outcomes, crashed, blocks)`` of a cohort's reply; ``crashed``: (device, reason, diverged)."""
     cohort = content[COHORT]
     out = [Outcome(int(device), failed=True) if cohort["failed"][i] else
            Outcome(int(device), state=_read_state(content, i), upload=content.get(UPLOAD + str(device)),
@@ -195,5 +197,5 @@ def read_reply(content: RecordDict) -> tuple[list[Outcome], tuple[int, str] | No
     crashed = None
     if CRASHED in content:
         record = content[CRASHED]
-        crashed = (int(record["device"]), str(record["reason"]))
+        crashed = (int(record["device"]), str(record["reason"]), bool(record.get("diverged", False)))
     return out, crashed, blocks

@@ -29,13 +29,13 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import os
 import threading
 from pathlib import Path
 
 from fogsim.errors import FogsimError
 from fogsim.sim.reports import CLIENT_COLUMNS, FOG_COLUMNS, INT_COLUMNS, ROUND_COLUMNS, TEXT_COLUMNS, TIER_COLUMNS
+from fogsim.numbers import csv_row, json_text
 
 TIERS_FILE = "tiers.csv"
 FOG_FILE = "fog_nodes.csv"
@@ -140,7 +140,7 @@ class RunFiles:
 
     def write_summary(self, summary: dict) -> None:
         try:
-            (self.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+            (self.out / "summary.json").write_text(json_text(summary))
         except OSError as error:
             raise OutputFailed(f"{self.out}: summary.json could not be written ({error.strerror}); "
                                "every round is in rounds.csv and clients.csv") from None
@@ -158,7 +158,7 @@ class RunFiles:
 
 def _csv_text(rows: list[dict], columns: list[str]) -> bytes:
     buffer = io.StringIO()
-    csv.DictWriter(buffer, fieldnames=columns).writerows(rows)
+    csv.DictWriter(buffer, fieldnames=columns).writerows(csv_row(row) for row in rows)
     return buffer.getvalue().encode()
 
 

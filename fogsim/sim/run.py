@@ -29,6 +29,7 @@ from fogsim.sim.cluster import init_args, ray_cpus, resolve_address, start_ray, 
 from fogsim.sim.device_state import DeviceStates
 from fogsim.sim.fleet import Fleet, build_fleet
 from fogsim.sim.fog import build_fog
+from fogsim.sim.fog_grid import RunDiverged
 from fogsim.sim.outputs import RunFiles, read_rows, read_run, read_tiers, summarize
 from fogsim.sim.partition import partition_indices
 from fogsim.sim.scenario import MAX_NODES, Scenario, load_scenario, resolved_yaml
@@ -274,9 +275,13 @@ def run(prepared: Prepared, out: Path, on_round: Callable[[dict], None] | None =
                                    num_supernodes=job.nodes, backend_config=backend_config(scenario, verbose))
                 finally:
                     undo()
+        except RunDiverged as error:  # the local engine: as the server raised it
+            raise SimulationFailed(f"{error}; {_kept(out)}") from None
         except (FogsimError, KeyboardInterrupt):
             raise
         except Exception as error:  # the engine, a worker or the server failed: one line, not a hang
+            if isinstance(_innermost(error), RunDiverged):  # Flower's engine wraps what the server raised
+                raise SimulationFailed(f"{_innermost(error)}; {_kept(out)}") from None
             raise SimulationFailed(f"the simulation failed: {_reason(error)}; "
                                    f"{_kept(out)}{'' if verbose or local else ' (--verbose shows the engine log)'}") \
                 from None
@@ -309,10 +314,15 @@ class SimulationFailed(FogsimError):
     exit_code = 1
 
 
-def _reason(error: BaseException) -> str:
-    """The innermost cause's first line: Flower wraps what went wrong in its own RuntimeErrors."""
+def _innermost(error: BaseException) -> BaseException:
     while error.__cause__ is not None or error.__context__ is not None:
         error = error.__cause__ or error.__context__
+    return error
+
+
+def _reason(error: BaseException) -> str:
+    """The innermost cause's first line: Flower wraps what went wrong in its own RuntimeErrors."""
+    error = _innermost(error)
     text = str(error).strip().splitlines()
     return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
 
@@ -327,4 +337,6 @@ def _finished(out: Path) -> int:
 
 def _kept(out: Path) -> str:
     finished = _finished(out)
-    return f"the {finished} finished rounds are in {out}" if finished else "no round finished, nothing kept"
+    if not finished:
+        return "no round finished, nothing kept"
+    return f"the {finished} finished rounds are in {out}" if finished > 1 else f"the finished round is in {out}"

@@ -327,13 +327,24 @@ class Scenario(_Section):
                              "process); set simulation.engine: ray to run on the cluster")
         return self
 
+    def divergence_advice(self) -> str:
+        """What to change when training diverged, with the values this scenario used."""
+        lower = f"training.lr (now {self.training.lr:g})"
+        if self.training.weight_decay > 0:
+            lower += f" or training.weight_decay (now {self.training.weight_decay:g})"
+        if self.strategy.name.endswith(("fedavgm", "fedadam")):  # a server optimizer takes its own steps
+            now = "Flower's default" if self.strategy.server_lr is None else f"{self.strategy.server_lr:g}"
+            lower = f"strategy.server_lr (now {now}) or {lower}"
+        return f"lower {lower}, or set training.on_divergence to continue for the numbers anyway"
+
     def train_config(self, compression: float) -> TrainConfig:
         """The core's config for one device; the pruning window is laid out over all rounds."""
         t, p = self.training, self.pruning
         return TrainConfig(
             method=p.method, compression=compression, epochs=t.epochs * self.rounds, batch_size=t.batch_size,
             batch_min=t.batch_min, batch_max=t.batch_max, lr=t.lr, lr_rule=t.lr_rule, optimizer=t.optimizer,
-            weight_decay=t.weight_decay, schedule=p.schedule, prune_start=p.prune_start, prune_end=p.prune_end,
+            weight_decay=t.weight_decay, on_divergence=t.on_divergence, schedule=p.schedule,
+            prune_start=p.prune_start, prune_end=p.prune_end,
             prune_every=p.prune_every if p.prune_every is not None else t.epochs, criterion=p.criterion, scope=p.scope, granularity=p.granularity,
             seed=self.seed)
 

@@ -29,6 +29,7 @@ mask, and ``fog_nodes.csv`` has every node's own aggregate, traffic and time (``
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -40,12 +41,13 @@ from flwr.app import ArrayRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 
 from fogsim.core import Topology, evaluate
+from fogsim.core.config import DIVERGED_LOSS
 from fogsim.data import Dataset
 from fogsim.models import build_model
 from fogsim.sim import checkpoint, cost
 from fogsim.sim.device_state import DeviceStates, pack_masks, unpack_masks
 from fogsim.sim.fog import FogLayer
-from fogsim.sim.fog_grid import FogGrid
+from fogsim.sim.fog_grid import FogGrid, RunDiverged
 from fogsim.sim.messages import EXAMPLES_KEY, METRICS, UNIFORM_WEIGHT_KEY
 from fogsim.sim.outputs import RunFiles
 from fogsim.sim.reports import ClientRow, DeviceReport, FogRecord, RoundRecord, TierRecord
@@ -176,6 +178,16 @@ class RoundEnd:
 
     def evaluate_round(self, ended: "EndedRound") -> None:
         ended.evaluation = self.evaluate(ended.arrays, ended.clients)
+        self.check_diverged(ended.round, ended.evaluation.loss)
+
+    def check_diverged(self, round_: int, loss: float) -> None:
+        """Stop the run, before the round is written, where the global model's test loss is not
+        finite or above the bound a device's training is held to (``training.on_divergence``)."""
+        scenario = self.spec.scenario
+        bound = DIVERGED_LOSS * math.log(max(self.job.data.num_classes, 2))
+        if scenario.training.on_divergence == "stop" and not loss <= bound:
+            raise RunDiverged(f"the global model diverged in round {round_} (test loss {loss:.4g}): "
+                              f"{scenario.divergence_advice()}")
 
     def write_tiers(self, ended: "EndedRound") -> None:
         """After the last round, before its row: a finished run has its tiers."""
