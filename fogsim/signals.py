@@ -22,6 +22,9 @@ CLEANUP_LIMIT_S = 15  # the most an interrupted command may take to stop
 _received: list[int] = []
 _installed: list[bool] = []  # non-empty while the command line's handlers are in force
 _announced: list[bool] = []  # non-empty once the interrupt's line is printed
+_saying = threading.Lock()  # the interrupt's line is printed once, by the main thread or the watchdog
+KEPT = "what finished is kept"
+_kept: list[str] = []  # what the interrupted command says it kept (``kept``)
 _on_interrupt: list[Callable[[], None]] = []  # called at the first signal, before the interrupt unwinds
 
 
@@ -51,13 +54,28 @@ def on_interrupt(callback: Callable[[], None]) -> Callable[[], None]:
     return lambda: _on_interrupt.remove(callback) if callback in _on_interrupt else None
 
 
+def kept(detail: str) -> None:
+    """Say, in the interrupt's line, what the interrupted command kept and how to go on (instead of
+    ``KEPT``): a run says where its checkpoint is and how to resume it."""
+    _kept[:] = [detail]
+
+
+def say_interrupted(signum: int | None = None) -> None:
+    """Print the interrupt's one line, once whoever says it first (the command line, or the
+    watchdog while the command line is still cleaning up)."""
+    with _saying:
+        if _announced:
+            return
+        _announced.append(True)
+        which = signal.Signals(signum).name if signum is not None else name()
+        print(f"fogsim: interrupted by {which}; {_kept[0] if _kept else KEPT}", file=sys.stderr, flush=True)
+
+
 def _leave(signum: int) -> None:
     """Cleanup took too long (a library swallowed the interrupt, or a shutdown hangs): leave anyway,
     saying so unless the command line has said it already (an engine thread that outlives the
     command can hold up the interpreter's exit)."""
-    if not _announced:
-        print(f"fogsim: interrupted by {signal.Signals(signum).name}; what finished is kept", file=sys.stderr,
-              flush=True)
+    say_interrupted(signum)
     os._exit(128 + signum)
 
 
@@ -74,6 +92,7 @@ def install() -> dict:
     """
     _received.clear()
     _announced.clear()
+    _kept.clear()
     if threading.current_thread() is not threading.main_thread():
         return {}
     _installed.append(True)

@@ -172,3 +172,24 @@ def test_a_worker_that_dies_mid_run_ends_it_in_one_line_and_keeps_the_finished_r
     assert process.returncode == 1, err[-2000:]
     assert len(lines) == 1 and "a worker crashed in round" in lines[0] and "ActorDiedError" in lines[0], err[-2000:]
     assert rounds_done(out) >= 2 and f"finished rounds are in {out}" in lines[0]
+
+
+def test_an_interrupt_in_round_1_keeps_round_0s_checkpoint_and_says_how_to_go_on(tmp_path):
+    """Ctrl-C before any round finished: the directory and its round-0 checkpoint are kept (they
+    were deleted), the line is printed once and names --resume, and the resume finishes the run."""
+    out = tmp_path / "run"
+    process = fogsim("run", "scenarios/quickstart.yaml", "--set", "rounds=1", "--set", "training.epochs=60",
+                     "--out", str(out), "--quiet")
+    deadline = time.monotonic() + 120
+    while not (out / ".checkpoint" / "round-000000" / "round.json").exists():
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()[1][-2000:]
+        time.sleep(0.02)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert process.returncode == 130 and rounds_done(out) == 0, err[-2000:]
+    assert lines == [f"fogsim: interrupted by SIGINT; what finished is kept in {out}; go on with: "
+                     f"fogsim run --resume {out}"], err[-2000:]
+    resumed = fogsim("run", "--resume", str(out), "--quiet")
+    _, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0 and rounds_done(out) == 1, err[-2000:]

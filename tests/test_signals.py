@@ -56,3 +56,17 @@ def test_the_first_signal_stops_what_registered_before_the_interrupt_unwinds(mon
         signals._received.clear()
         logging.disable(logging.NOTSET)
     assert signals._on_interrupt == []
+
+
+def test_the_line_is_said_once_whoever_says_it_first_and_names_what_was_kept(capsys, exits):
+    signals._announced.clear()
+    signals.kept("what finished is kept in runs/x; go on with: fogsim run --resume runs/x")
+    try:
+        signals.say_interrupted(signal.SIGINT)
+        signals._leave(signal.SIGINT)  # the watchdog, after the command line said it
+        signals.say_interrupted()
+    finally:
+        signals._kept.clear()
+    assert capsys.readouterr().err == ("fogsim: interrupted by SIGINT; what finished is kept in runs/x; "
+                                       "go on with: fogsim run --resume runs/x\n")
+    assert exits == [130]

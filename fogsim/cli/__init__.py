@@ -64,8 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"fogsim: error: {one_line(error.format_message())}", file=sys.stderr)
         return 2
     except (click.exceptions.Abort, KeyboardInterrupt):  # click turns an interrupt into Abort
-        print(f"fogsim: interrupted by {signals.name()}; what finished is kept", file=sys.stderr, flush=True)
-        signals.announce()
+        signals.say_interrupted()
         return signals.exit_code()
     finally:
         signals.restore(previous)

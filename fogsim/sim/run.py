@@ -299,8 +299,12 @@ def run(prepared: Prepared, out: Path, on_round: Callable[[dict], None] | None =
                             read_tiers(out))
         job.files.write_summary(summary)
         plot_run(out, scenario.name)
-    except BaseException:
-        held.release(False, keep=resume or _finished(out) > 0)
+    except BaseException as error:
+        # An interrupt keeps a run that has a checkpoint, round 0's included, so --resume goes on.
+        interrupted = isinstance(error, KeyboardInterrupt) and checkpoint.latest(out) is not None
+        held.release(False, keep=resume or interrupted or _finished(out) > 0)
+        if interrupted:
+            signals.kept(f"what finished is kept in {out}; go on with: fogsim run --resume {out}")
         raise
     finally:
         states.close()
