@@ -193,3 +193,29 @@ def test_an_interrupt_in_round_1_keeps_round_0s_checkpoint_and_says_how_to_go_on
     resumed = fogsim("run", "--resume", str(out), "--quiet")
     _, err = resumed.communicate(timeout=300)
     assert resumed.returncode == 0 and rounds_done(out) == 1, err[-2000:]
+
+
+FOG = ["--set", "fog.cloud_every=2", "--set", "fog.nodes=[{name: near, profile: mec-server}, {name: far, profile: "
+       "satellite-gateway}]", "--set", "fleet[0].fog=far", "--set", "fleet[2].fog=near"]
+
+
+def test_a_fog_run_killed_at_a_random_moment_resumes_to_the_same_files(tmp_path):
+    """Fog nodes' models between cloud rounds are in the checkpoint and fog_nodes.csv is cut back
+    with the other files: the resumed run's files are the uninterrupted run's, fog_nodes.csv too."""
+    whole, out = tmp_path / "whole", tmp_path / "cut"
+    process = fogsim("run", "scenarios/quickstart.yaml", "--set", f"rounds={ROUNDS}", *FOG, "--out", str(whole),
+                     "--quiet")
+    _, err = process.communicate(timeout=300)
+    assert process.returncode == 0, err[-2000:]
+    process = fogsim("run", "scenarios/quickstart.yaml", "--set", f"rounds={ROUNDS}", *FOG, "--out", str(out),
+                     "--quiet")
+    wait_for_rounds(process, out, 1)
+    time.sleep(random.uniform(0, 1.5))  # in a later round, or between two
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait(30)
+    if rounds_done(out) < ROUNDS:
+        resumed = fogsim("run", "--resume", str(out), "--quiet")
+        _, err = resumed.communicate(timeout=300)
+        assert resumed.returncode == 0, err[-2000:]
+    same_results(whole, out)
+    pd.testing.assert_frame_equal(pd.read_csv(whole / "fog_nodes.csv"), pd.read_csv(out / "fog_nodes.csv"))

@@ -65,20 +65,33 @@ def test_a_failed_write_leaves_both_files_at_the_last_whole_round(tmp_path, monk
     assert [r["round"] for r in rounds] == [1, 2] and len(clients) == 6
 
 
-def test_a_real_file_size_limit_never_leaves_a_partial_round(tmp_path):
-    """The kernel refuses writes past RLIMIT_FSIZE the way a full disk refuses them."""
+FOG_NODES = [f"a-fog-node-with-a-long-name-{i}" for i in range(4)]  # fog_nodes.csv grows fastest: it fills first
+
+
+def fog_rows(n):
+    """The fog nodes' rows of round ``n`` (``fog_nodes.csv``)."""
+    from fogsim.sim.reports import FOG_COLUMNS, INT_COLUMNS, TEXT_COLUMNS
+
+    base = {c: ("hub" if c in TEXT_COLUMNS else 7 if c in INT_COLUMNS else 0.25) for c in FOG_COLUMNS}
+    return [{**base, "round": n, "fog_node": name} for name in FOG_NODES]
+
+
+@pytest.mark.parametrize("fog", [False, True], ids=["flat", "fog"])
+def test_a_real_file_size_limit_never_leaves_a_partial_round(tmp_path, fog):
+    """The kernel refuses writes past RLIMIT_FSIZE the way a full disk refuses them; with fog nodes
+    ``fog_nodes.csv`` is cut back with the others (never a round ahead, never a row in half)."""
     script = textwrap.dedent(f"""
         import resource, signal, sys
         from pathlib import Path
         sys.path.insert(0, "tests")
         from fogsim.sim.outputs import OutputFailed, RunFiles
-        from test_sim_outputs import round_row, client_rows
+        from test_sim_outputs import round_row, client_rows, fog_rows
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-        files = RunFiles(Path({str(tmp_path / 'run')!r}), "name: t\\n")
+        files = RunFiles(Path({str(tmp_path / 'run')!r}), "name: t\\n", fog={fog})
         resource.setrlimit(resource.RLIMIT_FSIZE, (3000, 3000))
         for n in range(1, 1000):
             try:
-                files.write_round(round_row(n), client_rows(n))
+                files.write_round(round_row(n), client_rows(n), *([fog_rows(n)] if {fog} else []))
             except OutputFailed as error:
                 print(n, error)
                 break
@@ -91,7 +104,16 @@ def test_a_real_file_size_limit_never_leaves_a_partial_round(tmp_path):
     rounds, clients = read_run(tmp_path / "run")
     assert [r["round"] for r in rounds] == list(range(1, int(failed_at)))
     assert len(clients) == 3 * len(rounds), "clients.csv is never ahead of rounds.csv"
-    for name in ("rounds.csv", "clients.csv"):
+    names = ["rounds.csv", "clients.csv"]
+    if fog:
+        from fogsim.sim.outputs import read_fog_nodes
+
+        run = tmp_path / "run"
+        assert (run / "fog_nodes.csv").stat().st_size > (run / "clients.csv").stat().st_size, "it met the limit"
+        assert [r["round"] for r in read_fog_nodes(tmp_path / "run")] == [r for r in range(1, int(failed_at))
+                                                                          for _ in FOG_NODES]
+        names.append("fog_nodes.csv")
+    for name in names:
         assert (tmp_path / "run" / name).read_bytes().endswith(b"\r\n"), "no row cut in half"
 
 
