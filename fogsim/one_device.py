@@ -29,6 +29,7 @@ from fogsim.data import Dataset, load_dataset
 from fogsim.errors import FogsimError
 from fogsim.models import build_model
 from fogsim.rundir import check_free, claim
+from fogsim.sim.outputs import OutputFailed
 from fogsim.units import parse_bytes
 from fogsim.numbers import csv_frame, json_text
 
@@ -132,7 +133,12 @@ def write_outputs(directory: Path, summary: dict, trace: pd.DataFrame, epochs: p
 
     columns = ["step", "epoch", "progress", "density", "batch_size", "lr", "loss", "state_bytes",
                "activation_bytes", "memory_bytes", "budget_bytes"]
-    csv_frame(trace[columns]).to_csv(directory / "trace.csv", index=False)
-    csv_frame(epochs).to_csv(directory / "epochs.csv", index=False)
-    (directory / "summary.json").write_text(json_text(summary))
-    plot_training(trace, epochs, summary, directory / "training.png")
+    try:
+        csv_frame(trace[columns]).to_csv(directory / "trace.csv", index=False)
+        csv_frame(epochs).to_csv(directory / "epochs.csv", index=False)
+        (directory / "summary.json").write_text(json_text(summary))
+        plot_training(trace, epochs, summary, directory / "training.png")
+    except OSError as error:  # a full disk, a file size limit: the claim removes what was written
+        raise OutputFailed(f"{directory}: the results could not be written "
+                           f"({error.strerror or type(error).__name__}); nothing is kept, free space and run again") \
+            from None

@@ -100,3 +100,25 @@ def test_version_and_short_help(capsys):
     assert capsys.readouterr().out.strip() == f"fogsim {__version__}"
     assert main(["train", "-h"]) == 0
     assert "--compression" in capsys.readouterr().out
+
+
+def test_a_full_disk_ends_train_in_one_line_exit_1_and_leaves_nothing(tmp_path):
+    """The kernel refuses writes past RLIMIT_FSIZE as a full disk does: no traceback, no half-made
+    directory."""
+    import resource
+    import signal
+    import subprocess
+    import sys
+
+    def limited():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (2000, 2000))
+
+    out = tmp_path / "t"
+    result = subprocess.run([sys.executable, "-m", "fogsim", "train", "--dataset", "digits", "--epochs", "1",
+                             "--out", str(out), "--quiet"], capture_output=True, text=True, timeout=300,
+                            preexec_fn=limited)
+    lines = [line for line in result.stderr.splitlines() if line.startswith("fogsim")]
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert len(lines) == 1 and "could not be written" in lines[0] and "File too large" in lines[0], lines
+    assert not out.exists()
