@@ -4,19 +4,43 @@ Matplotlib's object-oriented API (``matplotlib.figure.Figure``), so drawing here
 pyplot's global state or switches the backend of a notebook that imports fogsim. The conventions
 of every plot: a title naming the run, integer round ticks, byte axes in B/KiB/MiB/GiB chosen
 for the data (never an exponent), and a legend wherever two lines share an axis.
+
+Text the user wrote (a scenario, profile, fog-node or run directory name) is drawn literally:
+``plain`` escapes it so that matplotlib's mathtext never reads it (``$x$`` stays ``$x$``), and
+every plot is drawn with ``text.usetex`` off, whatever the caller's rcParams say.
 """
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
+from fogsim.errors import one_line
+
 DPI = 110
 UNITS = (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024), ("B", 1))
+
+
+def plain(text: object) -> str:
+    """``text`` as matplotlib draws it literally: on one line (control characters escaped), every ``$``
+    escaped so that mathtext never parses it, and a leading ``_`` (which hides a legend entry) kept."""
+    text = one_line(str(text)).replace("$", r"\$")
+    return f" {text}" if text.startswith("_") else text
+
+
+def _literal(draw):
+    """Run ``draw`` with TeX off, so that only mathtext could read text, and ``plain`` stops it."""
+    @functools.wraps(draw)
+    def drawn(*args, **kwargs):
+        with matplotlib.rc_context({"text.usetex": False}):
+            return draw(*args, **kwargs)
+    return drawn
 
 
 def byte_unit(values) -> tuple[str, int]:
@@ -48,6 +72,7 @@ def _save(fig: Figure, path: Path) -> Path:
 
 
 # --- one device: fogsim train -----------------------------------------------------------------
+@_literal
 def plot_training(trace: pd.DataFrame, epochs: pd.DataFrame, summary: dict, path: Path) -> None:
     """Density, batch size, memory against the budget, and test accuracy, over training progress."""
     fig = Figure(figsize=(8, 10), layout="constrained")
@@ -74,16 +99,18 @@ def plot_training(trace: pd.DataFrame, epochs: pd.DataFrame, summary: dict, path
     axes[3].plot(epochs["progress"] / summary["train_samples"], epochs["test_accuracy"], marker="o", color="black")
     axes[3].set_ylabel("test accuracy")
     axes[3].set_xlabel("training progress (epochs = samples / training set size)")
-    fig.suptitle(f"{summary['method']} — {summary['model']} on {summary['dataset']}: "
+    fig.suptitle(f"{plain(summary['method'])} — {plain(summary['model'])} on {plain(summary['dataset'])}: "
                  f"accuracy {summary['test_accuracy']:.3f}, compression {summary['compression']:.1f}x")
     _save(fig, path)
 
 
 # --- one federated run: fogsim run ------------------------------------------------------------
+@_literal
 def plot_run(out: Path, title: str | None = None) -> list[Path]:
     """Write accuracy.png, devices.png and traffic.png into the run directory ``out``, from its CSVs,
     and fog_nodes.png when it has fog nodes; ``title`` names the run (default: the directory's name)."""
-    title = title or out.name
+    name = title or out.name
+    title = plain(name)
     rounds = pd.read_csv(out / "rounds.csv")
     clients = pd.read_csv(out / "clients.csv")
     ok = clients[clients["failed"] == 0]
@@ -99,9 +126,9 @@ def plot_run(out: Path, title: str | None = None) -> list[Path]:
     fig = Figure(figsize=(7, 7), layout="constrained")
     axes = fig.subplots(2, 1, sharex=True)
     unit, scale = byte_unit(pd.concat([ok["peak_memory_bytes"], ok["budget_bytes"]]))
-    for i, (profile, group) in enumerate(ok.groupby("profile", sort=False)):
+    for i, (key, group) in enumerate(ok.groupby("profile", sort=False)):
         per_round = group.groupby("round")
-        color = f"C{i}"
+        color, profile = f"C{i}", plain(key)
         axes[0].plot(per_round["density"].mean(), marker="o", color=color, label=profile)
         axes[1].plot(per_round["peak_memory_bytes"].max() / scale, marker="o", color=color, label=f"{profile} peak")
         axes[1].axhline(group["budget_bytes"].iloc[0] / scale, color=color, ls="--", lw=1, label=f"{profile} budget")
@@ -129,16 +156,17 @@ def plot_run(out: Path, title: str | None = None) -> list[Path]:
     fig.suptitle(f"{title}: traffic per round")
     paths.append(_save(fig, out / "traffic.png"))
     if (out / "fog_nodes.csv").is_file():
-        paths.append(plot_fog_nodes(out, rounds, pd.read_csv(out / "fog_nodes.csv"), title))
+        paths.append(plot_fog_nodes(out, rounds, pd.read_csv(out / "fog_nodes.csv"), name))
     return paths
 
 
+@_literal
 def plot_fog_nodes(out: Path, rounds: pd.DataFrame, fog: pd.DataFrame, title: str) -> Path:
     """fog_nodes.png: each fog node's own model and the cloud's per round, and the wide-area traffic."""
     fig = Figure(figsize=(7, 7), layout="constrained")
     axes = fig.subplots(2, 1, sharex=True)
     for i, (node, group) in enumerate(fog.groupby("fog_node", sort=False)):
-        axes[0].plot(group["round"], group["accuracy"], marker=".", color=f"C{i}", label=f"fog node {node}")
+        axes[0].plot(group["round"], group["accuracy"], marker=".", color=f"C{i}", label=f"fog node {plain(node)}")
     cloud = rounds[rounds["cloud_round"] == 1]
     axes[0].plot(cloud["round"], cloud["accuracy"], marker="o", color="black", lw=2, label="cloud (cloud rounds)")
     axes[0].set_ylabel("test accuracy")
@@ -151,11 +179,12 @@ def plot_fog_nodes(out: Path, rounds: pd.DataFrame, fog: pd.DataFrame, title: st
     _bytes_axis(axes[1], unit)
     _round_axis(axes[1])
     axes[1].legend(fontsize="small")
-    fig.suptitle(f"{title}: fog nodes and cloud")
+    fig.suptitle(f"{plain(title)}: fog nodes and cloud")
     return _save(fig, out / "fog_nodes.png")
 
 
 # --- several runs: fogsim compare and sweep ----------------------------------------------------
+@_literal
 def plot_accuracy_vs_wan(runs, path: Path) -> Path:
     """Accuracy of the cloud's model against the wide-area bytes (both ways) so far, one line per run,
     a point per cloud round: flat runs (every round crosses the wide area) against fog hierarchies."""
@@ -165,7 +194,7 @@ def plot_accuracy_vs_wan(runs, path: Path) -> Path:
     unit, scale = byte_unit([w.iloc[-1] if len(w) else 0 for w in wan])
     for run, total in zip(runs, wan):
         cloud = run.rounds["cloud_round"] == 1
-        ax.plot(total[cloud] / scale, run.rounds["accuracy"][cloud], marker="o", ms=3, label=run.name)
+        ax.plot(total[cloud] / scale, run.rounds["accuracy"][cloud], marker="o", ms=3, label=plain(run.name))
     ax.set_xlabel(f"wide-area bytes so far, to and from the cloud ({unit})")
     if any(len(w) and w.iloc[0] > 0 for w in wan):  # a log axis needs positive values
         ax.set_xscale("log")
@@ -175,13 +204,14 @@ def plot_accuracy_vs_wan(runs, path: Path) -> Path:
     return _save(fig, path)
 
 
+@_literal
 def plot_comparison(runs, frame: pd.DataFrame, out: Path) -> None:
     """accuracy.png, accuracy_vs_upload.png, accuracy_vs_wan.png and memory_batch.png of ``runs`` (each
     with ``name`` and ``rounds``) and their comparison ``frame`` (``compare.comparison_frame``) into ``out``."""
     fig = Figure(figsize=(7, 4.5), layout="constrained")
     ax = fig.subplots()
     for run in runs:
-        ax.plot(run.rounds["round"], run.rounds["accuracy"], marker="o", ms=3, label=run.name)
+        ax.plot(run.rounds["round"], run.rounds["accuracy"], marker="o", ms=3, label=plain(run.name))
     ax.set_ylabel("test accuracy of the global model")
     _round_axis(ax)
     ax.legend(fontsize="small")
@@ -192,7 +222,8 @@ def plot_comparison(runs, frame: pd.DataFrame, out: Path) -> None:
     ax = fig.subplots()
     unit, scale = byte_unit([run.rounds["upload_bytes"].sum() for run in runs])
     for run in runs:
-        ax.plot(run.rounds["upload_bytes"].cumsum() / scale, run.rounds["accuracy"], marker="o", ms=3, label=run.name)
+        ax.plot(run.rounds["upload_bytes"].cumsum() / scale, run.rounds["accuracy"], marker="o", ms=3,
+                label=plain(run.name))
     ax.set_xlabel(f"uploaded so far, all devices ({unit})")
     _bytes_axis(ax, unit, "x")
     ax.set_ylabel("test accuracy of the global model")
@@ -216,7 +247,7 @@ def plot_comparison(runs, frame: pd.DataFrame, out: Path) -> None:
         offset = x[:len(profiles)] - 0.4 + width * (i + 0.5)
         peak = rows["peak_memory_bytes"].astype(float) / scale
         budget = rows["budget_bytes"].astype(float) / scale
-        axes[0].bar(offset, peak, width, color=f"C{i}", label=name)
+        axes[0].bar(offset, peak, width, color=f"C{i}", label=plain(name))
         inside = budget <= top if top else budget == budget
         axes[0].scatter(offset[inside.to_numpy()], budget[inside], marker="_", s=200, color="black",
                         label="budget" if i == 0 else None, zorder=3)
@@ -225,7 +256,7 @@ def plot_comparison(runs, frame: pd.DataFrame, out: Path) -> None:
             axes[0].scatter(offset[above], [top / 1.3] * int(above.sum()), marker="^", color="black",
                             label=None if labelled_above else "budget above the axis", zorder=3)
             labelled_above = True
-        axes[1].bar(offset, rows["final_batch_size"].astype(float), width, color=f"C{i}", label=name)
+        axes[1].bar(offset, rows["final_batch_size"].astype(float), width, color=f"C{i}", label=plain(name))
     axes[0].set_ylabel(f"peak training memory ({unit})")
     axes[0].set_yscale("log")
     _bytes_axis(axes[0], unit)
@@ -233,7 +264,7 @@ def plot_comparison(runs, frame: pd.DataFrame, out: Path) -> None:
         axes[0].set_ylim(peaks.min() / 2, top)
     axes[0].legend(fontsize="small")
     axes[1].set_ylabel("final batch size")
-    axes[1].set_xticks(x[:len(profiles)], profiles)
+    axes[1].set_xticks(x[:len(profiles)], [plain(p) for p in profiles])
     axes[1].set_xlabel("device profile (no bar: the run has no such devices, or none trained)")
     axes[1].legend(fontsize="small")
     fig.suptitle(f"{len(runs)} runs: peak memory and batch size per profile")

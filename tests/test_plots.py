@@ -1,12 +1,14 @@
-"""The plots: drawn without touching matplotlib's global backend, with readable byte and round axes."""
+"""The plots: drawn without touching matplotlib's global backend, with readable byte and round axes, and
+whatever names the user gave drawn literally."""
 
 import matplotlib
 import pandas as pd
 import pytest
 from matplotlib.figure import Figure
+from matplotlib.text import Text
 
-from fogsim.plots import _bytes_axis, _round_axis, byte_unit, plot_run
-from fogsim.sim.reports import CLIENT_COLUMNS, ROUND_COLUMNS
+from fogsim.plots import _bytes_axis, _round_axis, byte_unit, plain, plot_run
+from fogsim.sim.reports import CLIENT_COLUMNS, FOG_COLUMNS, ROUND_COLUMNS
 
 
 @pytest.mark.parametrize("values, unit", [([0, 500], "B"), ([2048, 10], "KiB"), ([3 * 2**20], "MiB"),
@@ -56,3 +58,70 @@ def test_plot_run_leaves_the_backend_alone(tmp_path):
     assert [p.name for p in paths] == ["accuracy.png", "devices.png", "traffic.png"]
     assert all(p.stat().st_size > 0 for p in paths)
     assert matplotlib.get_backend() == before
+
+
+# --- text the user wrote is drawn literally -------------------------------------------------------
+
+HOSTILE = ["$\\frac$", "$x$ and $y$", "a$b", "$$", "\\$5$", "^_{}", "\\n", "%#&~", "[/b]", "_hidden", "end\\"]
+
+
+@pytest.mark.parametrize("name", HOSTILE)
+def test_plain_text_is_never_math(name):
+    shown, is_math = Text()._preprocess_math(plain(name))  # what the renderer draws, and whether as mathtext
+    assert (shown, is_math) == (name if not name.startswith("_") else f" {name}", False)
+
+
+def test_control_characters_are_drawn_as_escapes():
+    assert plain("a\nb\x1b") == "a\\nb\\x1b"
+
+
+def _hostile_run(path, name):
+    """A run directory whose profile and fog node are both called ``name``."""
+    path.mkdir(parents=True, exist_ok=True)
+    rounds = [{c: 0 for c in ROUND_COLUMNS} | {"round": r, "accuracy": 0.5, "upload_bytes": 3000,
+                                               "download_bytes": 9000, "cloud_round": 1} for r in (1, 2)]
+    clients = [{c: 0 for c in CLIENT_COLUMNS} | {"round": r, "client_id": 0, "profile": name, "fog_node": name,
+                                                 "density": 0.5, "peak_memory_bytes": 20_000, "budget_bytes": 24_576}
+               for r in (1, 2)]
+    fog = [{c: 0 for c in FOG_COLUMNS} | {"round": r, "fog_node": name, "accuracy": 0.4} for r in (1, 2)]
+    pd.DataFrame(rounds).to_csv(path / "rounds.csv", index=False)
+    pd.DataFrame(clients).to_csv(path / "clients.csv", index=False)
+    pd.DataFrame(fog).to_csv(path / "fog_nodes.csv", index=False)
+    return path
+
+
+@pytest.mark.parametrize("name", ["$\\frac$", "$x^{$ _1 [/b]"])
+def test_a_run_with_hostile_names_plots(tmp_path, name, monkeypatch):
+    """Scenario, profile and fog node names reach titles and legends; mathtext would fail on ``$\\frac$``."""
+    from fogsim import plots
+
+    saved, save = [], plots._save
+    monkeypatch.setattr(plots, "_save", lambda fig, path: saved.append(fig) or save(fig, path))
+    paths = plot_run(_hostile_run(tmp_path, name), name)
+    assert [p.name for p in paths] == ["accuracy.png", "devices.png", "traffic.png", "fog_nodes.png"]
+    assert all(p.stat().st_size > 0 for p in paths)
+    texts = [t.get_text() for fig in saved for t in fig.findobj(Text)]
+    assert any(text.startswith(plain(name)) for text in texts)  # the title
+    assert plain(name) in texts and f"fog node {plain(name)}" in texts  # the legends
+
+
+def test_plots_are_literal_even_with_tex_on(tmp_path):
+    """A caller's ``text.usetex`` would hand every name to LaTeX (where ``_`` and ``%`` are markup)."""
+    with matplotlib.rc_context({"text.usetex": True}):
+        paths = plot_run(_hostile_run(tmp_path, "50%_of_#1"), "50%_of_#1")
+    assert all(p.stat().st_size > 0 for p in paths)
+
+
+def test_compare_plots_runs_in_hostile_directories(tmp_path, capsys, monkeypatch):
+    """A run's name in compare's plots and table is its directory's name, whatever it holds."""
+    from test_sim_compare import fake_run
+
+    from fogsim.cli import main
+
+    monkeypatch.setenv("COLUMNS", "250")
+    a = fake_run(tmp_path / "$\\frac$", [0.5, 0.6], {"$x$": (1, 24576, 20000)})
+    b = fake_run(tmp_path / "[b] $a$b", [0.4, 0.7], {"^_{}": (1, 24576, 20000)})
+    assert main(["compare", str(a), str(b), "--out", str(tmp_path / "cmp")]) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert "$\\frac$" in out and "[b] $a$b" in out
+    assert all((tmp_path / "cmp" / f).stat().st_size > 0 for f in ("accuracy.png", "memory_batch.png"))

@@ -2,6 +2,9 @@
 
 Piped to a file or a log, either console is wide enough that no column of a table is cut
 (rich would otherwise assume 80 columns). Every command's progress display is ``progress_bar``.
+
+Neither console reads rich's markup: the tables hold names the user wrote (a scenario, a
+profile, a fog node, a path), and ``[/x]`` in one must print as itself, not end a style.
 """
 
 from __future__ import annotations
@@ -18,12 +21,13 @@ PIPED_WIDTH = 160
 
 def stdout_console() -> Console:
     """A console for tables."""
-    return Console() if sys.stdout.isatty() else Console(width=PIPED_WIDTH)
+    return Console(markup=False) if sys.stdout.isatty() else Console(markup=False, width=PIPED_WIDTH)
 
 
 def stderr_console() -> Console:
     """A console for progress, plans and notes (errors are printed plainly, as one line)."""
-    return Console(stderr=True) if sys.stderr.isatty() else Console(stderr=True, width=PIPED_WIDTH)
+    return Console(stderr=True, markup=False) if sys.stderr.isatty() else \
+        Console(stderr=True, markup=False, width=PIPED_WIDTH)
 
 
 def progress_bar(console: Console, transient: bool = False) -> Progress:

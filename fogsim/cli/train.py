@@ -46,7 +46,7 @@ def train(dataset: str, model: str, budget: Optional[str], data_root: Optional[s
     plan = request.plan
     console.print(f"[bold]{config.method}[/] on {dataset} with {model}: budget {format_bytes(plan.budget_bytes)}, "
                   f"dense training needs {format_bytes(plan.dense_bytes)}, target {format_bytes(plan.target_bytes)} "
-                  f"at batch {plan.batch_start}")
+                  f"at batch {plan.batch_start}", markup=True)  # the method, dataset and model are choices
     if plan.one_shot:
         console.print(f"the dense model does not fit the budget: one-shot prune to density "
                       f"{plan.start_density:.3f} before training, then incremental pruning")
