@@ -6,14 +6,21 @@ exit code 2, with no traceback; every other exception is a bug in fogsim.
 A message about an input file names the file and the key path of the problem. It never repeats
 the file's content: the only thing it may quote is one scalar the user typed (a key, a name, a
 number), through ``shown``, which cuts it to a few dozen characters. A mapping or a list is
-named by its kind, never printed.
+named by its kind, never printed. A path is cut in its middle by ``shown_path``.
+
+A name the user gives (a scenario, a profile, a fog node) is one line of at most
+``MAX_NAME_CHARS`` characters (``check_name``): it is shown in tables, plots and messages.
 """
 
 from __future__ import annotations
 
+import unicodedata
+
 from pydantic import ValidationError
 
 SHOWN_CHARS = 40
+PATH_CHARS = 120      # a path in a message: its start and its end, cut in the middle
+MAX_NAME_CHARS = 100  # a scenario, profile or fog-node name
 
 
 class FogsimError(Exception):
@@ -41,6 +48,31 @@ def brief(text: str, limit: int = SHOWN_CHARS) -> str:
     """``text`` on one line, cut to ``limit`` characters: a name or a token the user wrote."""
     text = one_line(text)
     return text if len(text) <= limit else f"{text[:limit - 3]}..."
+
+
+def shown_path(path: object, limit: int = PATH_CHARS) -> str:
+    """A path (or any long text whose end matters) on one line, cut in its middle to ``limit`` characters."""
+    text = one_line(str(path))
+    if len(text) <= limit:
+        return text
+    head = (limit - 3) // 3
+    return f"{text[:head]}...{text[len(text) - (limit - 3 - head):]}"
+
+
+def name_problem(name: str) -> str | None:
+    """Why ``name`` is not a name (a control character, a line break, too long), or None."""
+    if len(name) > MAX_NAME_CHARS:
+        return f"a name has at most {MAX_NAME_CHARS} characters, this one has {len(name)}"
+    if any(unicodedata.category(c) in ("Cc", "Zl", "Zp") for c in name):
+        return "a name is one line of text, without control characters (newline, tab, NUL, escape...)"
+    return None
+
+
+def check_name(name: str | None) -> str | None:
+    """``name`` if it is a name (``name_problem``); a ``ValueError`` for pydantic otherwise."""
+    if name is not None and (problem := name_problem(name)):
+        raise ValueError(problem)
+    return name
 
 
 def one_line(text: str) -> str:

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from fogsim.catalog import MODELS
-from fogsim.errors import FogsimError
+from fogsim.errors import FogsimError, shown
 
 
 
@@ -25,7 +25,7 @@ def build_model(name: str, input_shape: tuple[int, ...], num_classes: int, *,
     RNG that the caller's shuffling and dropout rely on.
     """
     if name not in MODELS:
-        raise FogsimError(f"Unknown model {name!r}: choose one of {', '.join(MODELS)}.")
+        raise FogsimError(f"Unknown model {shown(name)}: choose one of {', '.join(MODELS)}.")
     if seed is None:
         return _BUILDERS[name](tuple(input_shape), num_classes)
     with torch.random.fork_rng(devices=[]):

@@ -26,7 +26,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Iterator
 
-from fogsim.errors import FogsimError
+from fogsim.errors import FogsimError, shown_path
 
 MARKER = ".fogsim"
 ROOT = Path("runs")
@@ -61,39 +61,44 @@ def marker_kind(path: Path) -> str | None:
 
 def _refuse_replacing(out: Path) -> None:
     if out.is_symlink():
-        raise FogsimError(f"--out {out}: is a symlink; --overwrite replaces only a real directory, give its own path")
+        raise FogsimError(f"--out {shown_path(out)}: is a symlink; --overwrite replaces only a real directory, give "
+                          "its own path")
     here = Path.cwd().resolve()
     target = out.resolve()
     if target == here or target in here.parents:
-        raise FogsimError(f"--out {out}: is the working directory or one of its parents; --overwrite never "
+        raise FogsimError(f"--out {shown_path(out)}: is the working directory or one of its parents; --overwrite never "
                           "replaces those, choose another --out")
 
 
 def check_free(out: Path, kind: str, overwrite: bool = False) -> None:
     """Refuse ``out`` now if claiming it would fail (so a command can check before long work)."""
     if out.is_symlink() and not out.is_dir():
-        raise FogsimError(f"--out {out}: is a symlink to nothing usable; choose another --out")
+        raise FogsimError(f"--out {shown_path(out)}: is a symlink to nothing usable; choose another --out")
     if out.exists() and not out.is_dir():
-        raise FogsimError(f"--out {out}: is a file; choose another --out")
+        raise FogsimError(f"--out {shown_path(out)}: is a file; choose another --out")
     if not out.is_dir() or not any(out.iterdir()):
         return
     hint = "choose another --out" + (" or pass --overwrite" if kind == "train" else "")
     if not overwrite:
-        raise FogsimError(f"--out {out}: already exists and is not empty; {hint}")
+        raise FogsimError(f"--out {shown_path(out)}: already exists and is not empty; {hint}")
     _refuse_replacing(out)
     found = marker_kind(out)
     if found != kind:
         what = "a directory fogsim did not make" if found is None else f"a fogsim {found} directory"
-        raise FogsimError(f"--out {out}: is {what}; --overwrite only replaces a fogsim {kind} directory, "
+        raise FogsimError(f"--out {shown_path(out)}: is {what}; --overwrite only replaces a fogsim {kind} directory, "
                           "choose another --out")
 
 
-def _lock(fd: int, out: Path) -> None:
+def _lock(fd: int, out: Path, resuming: bool = False) -> None:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         os.close(fd)
-        raise FogsimError(f"--out {out}: is in use by another fogsim command; choose another --out") from None
+        if resuming:
+            raise FogsimError(f"--resume {shown_path(out)}: is in use by another fogsim command (is the run still "
+                              "going on?); resume it once that command has ended") from None
+        raise FogsimError(f"--out {shown_path(out)}: is in use by another fogsim command; choose another --out") \
+            from None
 
 
 def _mark(out: Path, kind: str) -> int:
@@ -101,9 +106,11 @@ def _mark(out: Path, kind: str) -> int:
     try:
         fd = os.open(out / MARKER, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
     except FileExistsError:
-        raise FogsimError(f"--out {out}: was just claimed by another fogsim command; choose another --out") from None
+        raise FogsimError(f"--out {shown_path(out)}: was just claimed by another fogsim command; choose another "
+                          "--out") from None
     except OSError as error:
-        raise FogsimError(f"--out {out}: cannot write there ({error.strerror}); choose another --out") from None
+        raise FogsimError(f"--out {shown_path(out)}: cannot write there ({error.strerror}); choose another "
+                          "--out") from None
     _lock(fd, out)
     os.write(fd, json.dumps({"kind": kind, "pid": os.getpid()}).encode() + b"\n")
     return fd
@@ -114,11 +121,12 @@ def _move_aside(out: Path, kind: str) -> Path:
     try:
         fd = os.open(out / MARKER, os.O_RDONLY)
     except OSError:
-        raise FogsimError(f"--out {out}: changed while fogsim was claiming it; choose another --out") from None
+        raise FogsimError(f"--out {shown_path(out)}: changed while fogsim was claiming it; choose another "
+                          "--out") from None
     try:
         _lock(fd, out)
         if marker_kind(out) != kind:
-            raise FogsimError(f"--out {out}: changed while fogsim was claiming it; choose another --out")
+            raise FogsimError(f"--out {shown_path(out)}: changed while fogsim was claiming it; choose another --out")
         aside = out.with_name(f".{out.name}.replaced-{os.getpid()}")
         out.rename(aside)
         return aside
@@ -138,7 +146,8 @@ def _make(out: Path) -> list[Path]:
     except FileExistsError:
         return [p for p in created if p != out]
     except OSError as error:
-        raise FogsimError(f"--out {out}: cannot create it ({error.strerror}); choose another --out") from None
+        raise FogsimError(f"--out {shown_path(out)}: cannot create it ({error.strerror}); choose another "
+                          "--out") from None
     return created
 
 
@@ -159,16 +168,18 @@ class Claim:
 
     @classmethod
     def existing(cls, out: Path, kind: str) -> "Claim":
-        """Take over a directory an earlier command of ``kind`` made (to go on with it), if none holds it."""
+        """Take over a directory an earlier command of ``kind`` made (to go on with it, ``--resume``), if none
+        holds it."""
         if marker_kind(out) != kind:
-            raise FogsimError(f"{out}: is not a fogsim {kind} directory; give the directory a fogsim {kind} wrote")
+            raise FogsimError(f"--resume {shown_path(out)}: is not a fogsim {kind} directory; give the directory a "
+                              f"fogsim {kind} wrote")
         held = cls.__new__(cls)
         held.out, held.aside, held.created = out, None, []
         try:
             held.fd = os.open(out / MARKER, os.O_RDWR)
         except OSError as error:
-            raise FogsimError(f"{out}: cannot open its marker ({error.strerror})") from None
-        _lock(held.fd, out)
+            raise FogsimError(f"--resume {shown_path(out)}: cannot open its marker ({error.strerror})") from None
+        _lock(held.fd, out, resuming=True)
         return held
 
     def release(self, succeeded: bool, keep: bool = False) -> None:

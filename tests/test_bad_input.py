@@ -5,7 +5,8 @@ The families are those of issue 7: files that are not files, too big, endless, n
 text; YAML that expands (aliases), nests too deep or repeats a key; numbers that are not finite or
 overflow; counts and seeds out of range; key paths and names that are not names; profile chains;
 ``--set`` assignments; ``fogsim train``'s options; crafted dataset files; and messages that would
-repeat a file's content.
+repeat a file's content. From issue 18: names (one line, at most 100 characters, printed literally)
+and messages that quote at most one short value, however long what the user gave.
 """
 
 import gzip
@@ -589,3 +590,120 @@ TWO = ({"name": "a"}, {"name": "b"})
 )
 def test_bad_fog_topology(tmp_path, capsys, build, message):
     refused(tmp_path, capsys, build(tmp_path), message)
+
+
+# --- names: one line of at most 100 characters (issue 18) ---------------------------------------------
+
+CONTROL = {"newline": "a\nb", "tab": "a\tb", "nul": "a\0b", "escape": "a\x1b[31mb", "line-separator": "a\u2028b",
+           "delete": "a\x7fb"}
+ONE_LINE = "a name is one line of text, without control characters"
+NAMED = {
+    "scenario": (lambda t, bad: run(t, scenario(name=bad)), r"s\.yaml: name: "),
+    "fog-node": (lambda t, bad: run(t, _fog(({"name": bad},))), r"fog\.nodes\[0\]\.name: "),
+    "fleet-fog": (lambda t, bad: run(t, _fog(fleet_fog=(bad, None))), r"fleet\[0\]\.fog: "),
+    "fleet-profile": (lambda t, bad: run(t, scenario(fleet=[{"profile": bad}])), r"fleet\[0\]\.profile: "),
+    "fog-node-profile": (lambda t, bad: run(t, _fog(({"name": "a", "profile": bad},))), r"fog\.nodes\[0\]\.profile: "),
+    "profile-file": (lambda t, bad: with_profiles(t, {"ok": PROFILE, bad: PROFILE}),
+                     r"p\.yaml: the name of profile \d of the file: "),
+}
+
+
+def validated(argv: list[str]) -> list[str]:
+    """``fogsim validate`` instead of ``fogsim run``: the same checks, and no run if a check is missing."""
+    return ["validate", argv[1]] if argv[0] == "run" else argv
+
+
+@pytest.mark.parametrize("bad", list(CONTROL.values()), ids=list(CONTROL))
+@pytest.mark.parametrize("where", list(NAMED))
+def test_names_are_one_line(tmp_path, capsys, where, bad):
+    build, prefix = NAMED[where]
+    refused(tmp_path, capsys, validated(build(tmp_path, bad)), prefix + ONE_LINE)
+
+
+@pytest.mark.parametrize("where", list(NAMED))
+def test_names_are_at_most_100_characters(tmp_path, capsys, where):
+    build, prefix = NAMED[where]
+    line = refused(tmp_path, capsys, validated(build(tmp_path, "n" * 101 + SECRET)),
+                   prefix + "(String should have|a name has) at most 100 characters")
+    assert SECRET not in line and len(line) < 200, line
+
+
+def test_a_name_of_100_characters_and_any_printable_text_is_fine(tmp_path, capsys):
+    name = "$\\frac$ [/b] ^_{} %#" + "n" * 80
+    assert main(["validate", str(write(tmp_path, {**_fog(({"name": name},)), "name": name}))]) == 0
+    assert len(name) == 100 and name in capsys.readouterr().out  # the plan's title, printed literally
+
+
+def test_profile_names_are_printed_literally(tmp_path, capsys):
+    write(tmp_path, {"[/x]": {"base": "samd21"}, "[bold]b": {"base": "samd21"}}, "p.yaml")
+    assert main(["profiles", "list", "--file", str(tmp_path / "p.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert "[/x]" in out and "[bold]b" in out
+
+
+# --- messages: at most one short value, never file content (issue 18) -------------------------------------
+
+SHADOW = f"root:$6${SECRET}$Xy1:19000:0:99999:7:::\ndaemon:*:19000:0:99999:7:::\n"
+MANY = ",".join(str(i % 1500) for i in range(3000))
+
+
+def _sweep(t: Path, key: str, values: str) -> list[str]:
+    return ["sweep", str(write(t, GOOD)), "--key", key, "--values", values, "--out", str(t / "sw"), "--quiet"]
+
+
+@cases(
+    ("sweep-huge-value", lambda t: _sweep(t, "name", "x" * 100_000),
+     r"sweep value name=xxxx*\.\.\.: .*s\.yaml: name: String should have at most 100 characters"),
+    ("sweep-huge-number", lambda t: _sweep(t, "rounds", "1,2" + "0" * 100_000), r"sweep value rounds=2000*\.\.\.: "),
+    ("sweep-3000-values-twice", lambda t: _sweep(t, "rounds", MANY),
+     r"--values: 0, 1, 10, 100, 1000 and 1495 more given more than once"),
+    ("sweep-3000-values-one-empty", lambda t: _sweep(t, "rounds", MANY + ","), r"--values '0,1,2,3.*\.\.\.: give a"),
+    ("sweep-huge-key", lambda t: _sweep(t, "k" * 100_000, "1"), r"sweep value kkkk*\.\.\.: .*kkk\.\.\.: unknown key"),
+    ("sweep-huge-bad-key", lambda t: _sweep(t, "=" + "k" * 100_000, "1"), r"--key '=kkkk*\.\.\.: give one"),
+    ("shadow-as-profile-file", lambda t: with_profiles(t, SHADOW),
+     r"p\.yaml: profile 1 of the file: a profile is a mapping of fields, got NoneType; is it a profile file\?"),
+    ("secret-tag", lambda t: run(t, f"name: !{SECRET} x\n"), "invalid YAML at line 1, column 7: could not determine "
+     "a constructor for the tag$"),
+    ("secret-alias", lambda t: run(t, f"name: *{SECRET}\n"), "invalid YAML at line 1, column 7: found undefined "
+     "alias$"),
+    ("secret-tag-handle", lambda t: run(t, f"name: !{SECRET}!x y\n"), "invalid YAML at line 1, column 7: .*tag handle"),
+    ("tab-is-shown", lambda t: run(t, "name:\tx\n\tfleet: 1\n"), r"found character '\\t' that cannot start any token"),
+    ("huge-profile-path", lambda t: run(t, scenario(profiles=["d" * 3000 + ".yaml"])),
+     r"cannot read profile file .*\.\.\.d*\.yaml: File name too long"),
+    ("huge-compare-path", lambda t: ["compare", str(t / ("d" * 3000)), "--out", str(t / "c")],
+     r"\.\.\.d*: File name too long; give run directories"),
+    ("huge-option-value", lambda t: [*TRAIN, "--lr", "x" * 100_000], r"Invalid value for '--lr': 'xxxx*\.\.\.' is not"),
+    ("huge-extra-argument", lambda t: ["validate", "a.yaml", "y" * 100_000], r"Got unexpected extra argument \(yyy*"),
+    ("huge-profiles-show", lambda t: ["profiles", "show", "p" * 100_000], r"unknown profile 'pppp*\.\.\. \(known: "),
+    ("many-known-profiles", lambda t: with_profiles(t, {f"p{i}": {"base": "samd21"} for i in range(500)},
+                                                    fleet=[{"profile": "esp33"}]),
+     r"fleet\[0\]\.profile: unknown profile 'esp33' \(known: .* and 486 more\)"),
+)
+def test_messages_quote_one_short_value(tmp_path, capsys, build, message):
+    line = refused(tmp_path, capsys, validated(build(tmp_path)), message)
+    assert SECRET not in line and "root:" not in line and len(line) < 400, line
+
+
+def test_run_names_of_a_sweep_are_bounded_and_distinct():
+    from fogsim.sim.sweep import MAX_RUN_NAME, run_name
+
+    names = {run_name("name", "x" * 5000 + end) for end in "ab"}
+    assert len(names) == 2 and all(len(n) <= MAX_RUN_NAME for n in names)
+    assert run_name("pruning.compression", "10") == "pruning.compression=10"  # short names are as they were
+
+
+def test_resume_refusals_name_resume(tmp_path):
+    from fogsim.errors import FogsimError
+    from fogsim.rundir import Claim
+
+    out = tmp_path / "run"
+    held = Claim(out, "run")
+    try:
+        with pytest.raises(FogsimError, match=r"^--resume .*run: is in use by another fogsim command") as error:
+            Claim.existing(out, "run")
+        assert "--out" not in str(error.value)
+    finally:
+        held.release(True)
+    with pytest.raises(FogsimError, match=r"^--resume .*: is not a fogsim sweep directory") as error:
+        Claim.existing(out, "sweep")
+    assert "--out" not in str(error.value)

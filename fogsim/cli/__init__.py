@@ -7,6 +7,7 @@ share. Every error a user can cause ends as one line on stderr and exit code 2, 
 
 from __future__ import annotations
 
+import re
 import sys
 
 from fogsim.telemetry import telemetry_off
@@ -18,7 +19,7 @@ import typer  # noqa: E402
 
 from fogsim import signals  # noqa: E402
 from fogsim.cli import runs, simulation, train  # noqa: E402
-from fogsim.errors import FogsimError, one_line  # noqa: E402
+from fogsim.errors import SHOWN_CHARS, FogsimError, brief, one_line  # noqa: E402
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   rich_markup_mode="rich", context_settings={"help_option_names": ["-h", "--help"]},
@@ -44,6 +45,16 @@ simulation.register(app)
 runs.register(app)
 
 
+def usage_message(text: str) -> str:
+    """Click's message about the command line on one line, each value it quotes cut short (click quotes
+    the whole of what the user typed: ``Invalid value for '--lr': '...'``)."""
+    text = one_line(text)
+    text = re.sub(r"'([^']{%d,})'" % (SHOWN_CHARS + 1), lambda m: f"'{brief(m.group(1))}'", text)
+    text = re.sub(r"\(([^()]{%d,})\)" % (SHOWN_CHARS + 1), lambda m: f"({brief(m.group(1))})", text)
+    text = re.sub(r"\S{%d,}" % (2 * SHOWN_CHARS + 1), lambda m: brief(m.group(0)), text)
+    return brief(text, 400)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app and turn user errors into one line and exit code 2.
 
@@ -61,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         print(usage.ctx.get_help() if usage.ctx else "", file=sys.stderr)
         return 2
     except click.UsageError as error:
-        print(f"fogsim: error: {one_line(error.format_message())}", file=sys.stderr)
+        print(f"fogsim: error: {usage_message(error.format_message())}", file=sys.stderr)
         return 2
     except (click.exceptions.Abort, KeyboardInterrupt):  # click turns an interrupt into Abort
         signals.say_interrupted()

@@ -10,7 +10,7 @@ from rich.table import Table
 
 from fogsim.cli.console import progress_bar, round_status, stderr_console, stdout_console
 from fogsim.cli.tables import bits, fog_table, flops, plan_table, summary_table
-from fogsim.errors import FogsimError
+from fogsim.errors import FogsimError, shown
 from fogsim.units import format_bytes
 
 SCENARIO = typer.Argument(..., help="scenario YAML file, e.g. scenarios/quickstart.yaml")
@@ -112,12 +112,12 @@ def _field_value(field: str, value) -> str:
 def profiles_show(ctx: typer.Context, name: str = typer.Argument(..., help="profile name, e.g. samd21"),
                   files: Optional[list[Path]] = FILES) -> None:
     """Print one profile as resolved (every field, after its base chain), its file and what it derives from."""
-    from fogsim.sim.profiles import load_library
+    from fogsim.sim.profiles import known_names, load_library
 
     files = [*(ctx.parent.params.get("files") or [] if ctx.parent else []), *(files or [])]
     library = load_library(files)
     if name not in library:
-        raise FogsimError(f"unknown profile {name!r} (known: {', '.join(sorted(library))})")
+        raise FogsimError(f"unknown profile {shown(name)} (known: {known_names(library)})")
     entry = library[name]
     table = Table(title=f"profile {name}")
     for column in ("key", "value", "set by"):

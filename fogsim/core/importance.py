@@ -16,7 +16,7 @@ import torch
 
 from fogsim.core.config import CriterionName, Granularity, Scope
 from fogsim.core.masks import MaskSet
-from fogsim.errors import FogsimError
+from fogsim.errors import FogsimError, shown
 
 CRITERIA = get_args(CriterionName)
 SCOPES = get_args(Scope)
@@ -95,7 +95,7 @@ class Magnitude:
 
     def __init__(self, scope: str = "global"):
         if scope not in SCOPES:
-            raise FogsimError(f"unknown pruning scope {scope!r}: use one of {', '.join(SCOPES)}")
+            raise FogsimError(f"unknown pruning scope {shown(scope)}: use one of {', '.join(SCOPES)}")
         self.scope = scope
 
     def propose(self, masks: MaskSet, density: float) -> dict[str, torch.Tensor]:
@@ -168,7 +168,7 @@ def make_criterion(criterion: str = "magnitude", scope: str = "global",
                    granularity: str = "unstructured") -> Criterion:
     """Build the criterion a configuration names."""
     if criterion not in CRITERIA:
-        raise FogsimError(f"unknown importance criterion {criterion!r}: use one of {', '.join(CRITERIA)}")
+        raise FogsimError(f"unknown importance criterion {shown(criterion)}: use one of {', '.join(CRITERIA)}")
     if granularity not in GRANULARITIES:
-        raise FogsimError(f"unknown granularity {granularity!r}: use one of {', '.join(GRANULARITIES)}")
+        raise FogsimError(f"unknown granularity {shown(granularity)}: use one of {', '.join(GRANULARITIES)}")
     return StructuredL2() if granularity == "structured" else Magnitude(scope)

@@ -29,7 +29,7 @@ from torch import nn
 from fogsim import layout as _layout  # ``layout`` names the accountant's argument
 from fogsim.core.masks import MaskSet
 from fogsim.core.topology import Topology
-from fogsim.errors import FogsimError
+from fogsim.errors import FogsimError, shown
 
 # State tensors the optimizer keeps per parameter, besides the parameter and its gradient.
 OPTIMIZER_STATES = {"sgd": 0, "momentum": 1, "adam": 2}
@@ -70,9 +70,9 @@ class MemoryAccountant:
     def __init__(self, model: nn.Module, topology: Topology, optimizer: str = "momentum",
                  layout: str = "sparse", num_classes: int | None = None):
         if optimizer not in OPTIMIZER_STATES:
-            raise FogsimError(f"unknown optimizer {optimizer!r}: use one of {', '.join(OPTIMIZER_STATES)}")
+            raise FogsimError(f"unknown optimizer {shown(optimizer)}: use one of {', '.join(OPTIMIZER_STATES)}")
         if layout not in LAYOUTS:
-            raise FogsimError(f"unknown memory layout {layout!r}: use one of {', '.join(LAYOUTS)}")
+            raise FogsimError(f"unknown memory layout {shown(layout)}: use one of {', '.join(LAYOUTS)}")
         self.model = model
         self.topology = topology
         self.optimizer = optimizer

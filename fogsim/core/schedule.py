@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import get_args
 
 from fogsim.core.config import ScheduleShape
-from fogsim.errors import FogsimError
+from fogsim.errors import FogsimError, shown
 
 SCHEDULES = get_args(ScheduleShape)
 
@@ -33,7 +33,7 @@ class Schedule:
 
     def __post_init__(self) -> None:
         if self.shape not in SCHEDULES:
-            raise FogsimError(f"unknown schedule {self.shape!r}: use one of {', '.join(SCHEDULES)}")
+            raise FogsimError(f"unknown schedule {shown(self.shape)}: use one of {', '.join(SCHEDULES)}")
         if not 0 < self.target <= self.start <= 1:
             raise FogsimError(f"a schedule needs 0 < target density <= start density <= 1, got "
                               f"start {self.start:g} and target {self.target:g}")

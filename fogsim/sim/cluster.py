@@ -18,7 +18,7 @@ import socket
 import sys
 
 from fogsim import signals
-from fogsim.errors import FogsimError, shown
+from fogsim.errors import FogsimError, brief, shown
 from fogsim.sim.scenario import Simulation
 
 CONNECT_TIMEOUT_S = 10  # an address nobody answers at is refused after this, not retried for minutes by Ray
@@ -70,7 +70,7 @@ def check_reachable(address: str) -> None:
         socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S).close()
     except OSError as error:
         reason = error.strerror or str(error) or type(error).__name__
-        raise FogsimError(f"simulation.address: nothing answers at {address} ({reason}); start the cluster "
+        raise FogsimError(f"simulation.address: nothing answers at {brief(address, 80)} ({reason}); start the cluster "
                           "first (ray start --head --port=6379 on the head) or correct the address") from None
 
 
@@ -91,9 +91,9 @@ def start_ray(simulation: Simulation, verbose: bool = False) -> None:
         ray.init(runtime_env={"env_vars": {"PYTHONPATH": pythonpath}}, **init)
         signals.reclaim()  # Ray's core installs its own SIGTERM handler in this process
     except (ConnectionError, ValueError, RuntimeError) as error:
-        where = "this machine" if here else init["address"]
+        where = "this machine" if here else brief(init["address"], 80)
         raise FogsimError(f"simulation.address: cannot start or reach Ray at {where}: "
-                          f"{' '.join(str(error).split())}") from None
+                          f"{brief(' '.join(str(error).split()), 300)}") from None
 
 
 def ray_cpus() -> float:

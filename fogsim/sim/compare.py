@@ -17,13 +17,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from fogsim.errors import FogsimError
-from fogsim.numbers import csv_frame
+from fogsim.errors import FogsimError, shown_path
 from fogsim.rundir import claim
 from fogsim.sim.outputs import FOG_FILE
 from fogsim.sim.reports import CLIENT_COLUMNS, FOG_COLUMNS, ROUND_COLUMNS, TEXT_COLUMNS
 from fogsim.sim.safe_yaml import read_text, read_yaml
 from fogsim.units import format_bytes
+from fogsim.numbers import csv_frame
 
 # Columns of comparison.csv, in order; the README's "Comparing runs" explains each.
 RUN_FIELDS = ["run", "path", "scenario", "strategy", "method", "rounds", "final_accuracy", "best_accuracy",
@@ -59,40 +59,47 @@ def _read_csv(path: Path, needs: list[str]) -> pd.DataFrame:
     try:
         frame = pd.read_csv(path)
     except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError, OSError) as error:
-        raise FogsimError(f"{path}: not a readable CSV file ({type(error).__name__}); was it written by "
-                          "fogsim run?") from None
+        raise FogsimError(f"{shown_path(path)}: not a readable CSV file ({type(error).__name__}); was it written "
+                          "by fogsim run?") from None
     missing = [c for c in needs if c not in frame.columns]
     if missing:
-        raise FogsimError(f"{path}: lacks the columns {', '.join(missing)}; was it written by fogsim run?")
+        raise FogsimError(f"{shown_path(path)}: lacks the columns {', '.join(missing)}; was it written by fogsim "
+                          "run?")
     text = [c for c in needs if c not in TEXT_COLUMNS and not pd.api.types.is_numeric_dtype(frame[c])]
     if text:
-        raise FogsimError(f"{path}: column {text[0]} holds something other than numbers; was it written by "
-                          "fogsim run?")
+        raise FogsimError(f"{shown_path(path)}: column {text[0]} holds something other than numbers; was it "
+                          "written by fogsim run?")
     return frame
 
 
 def load_run(path: Path) -> Run:
     """Read a finished run directory, or say in one line why it is not one."""
     path = Path(path)
-    if not path.exists():
-        raise FogsimError(f"{path}: no such directory")
+    try:
+        path.stat()
+    except FileNotFoundError:
+        raise FogsimError(f"{shown_path(path)}: no such directory") from None
+    except (OSError, ValueError) as error:  # a name too long, a NUL character, no permission
+        reason = getattr(error, "strerror", None) or "not a usable path"
+        raise FogsimError(f"{shown_path(path)}: {reason}; give run directories written by fogsim run") from None
     if not path.is_dir():
-        raise FogsimError(f"{path}: not a directory; give run directories written by fogsim run")
+        raise FogsimError(f"{shown_path(path)}: not a directory; give run directories written by fogsim run")
     if not (path / "scenario.yaml").is_file() or not (path / "rounds.csv").is_file():
         absent = [n for n in ("scenario.yaml", "rounds.csv") if not (path / n).is_file()]
-        raise FogsimError(f"{path}: not a run directory (no {' or '.join(absent)}); give directories "
+        raise FogsimError(f"{shown_path(path)}: not a run directory (no {' or '.join(absent)}); give directories "
                           "written by fogsim run")
     for name in ("clients.csv", "summary.json"):
         if not (path / name).is_file():
-            raise FogsimError(f"{path}: run is missing {name}: it is still running or it crashed")
+            raise FogsimError(f"{shown_path(path)}: run is missing {name}: it is still running or it crashed")
     scenario = read_yaml(path / "scenario.yaml", "scenario") or {}
     try:
         summary = json.loads(read_text(path / "summary.json", "summary"))
     except (json.JSONDecodeError, RecursionError) as error:
-        raise FogsimError(f"{path / 'summary.json'}: not readable JSON ({type(error).__name__}); was it written "
-                          "by fogsim run?") from None
+        raise FogsimError(f"{shown_path(path / 'summary.json')}: not readable JSON ({type(error).__name__}); was "
+                          "it written by fogsim run?") from None
     if not isinstance(scenario, dict) or not isinstance(summary, dict):
-        raise FogsimError(f"{path}: scenario.yaml or summary.json is not a mapping; was it written by fogsim run?")
+        raise FogsimError(f"{shown_path(path)}: scenario.yaml or summary.json is not a mapping; was it written by "
+                          "fogsim run?")
     rounds = _with_later(_read_csv(path / "rounds.csv", [c for c in ROUND_COLUMNS if c not in _LATER_ROUNDS]),
                          _LATER_ROUNDS).sort_values("round", kind="stable")
     clients = _with_later(_read_csv(path / "clients.csv", [c for c in CLIENT_COLUMNS if c not in _LATER_CLIENTS]),

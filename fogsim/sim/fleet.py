@@ -20,9 +20,9 @@ import numpy as np
 from pydantic import ValidationError
 
 from fogsim.core import Plan, TrainConfig, Topology, plan
-from fogsim.errors import FogsimError, describe
+from fogsim.errors import FogsimError, describe, shown
 from fogsim.models import build_model
-from fogsim.sim.profiles import Profile, load_profiles
+from fogsim.sim.profiles import Profile, known_names, load_profiles
 from fogsim.sim.scenario import Scenario
 
 # ``auto`` asks the core for the one-shot density at this compression: the densest that fits.
@@ -99,8 +99,8 @@ def scenario_profiles(scenario: Scenario, base: Path) -> dict[str, Profile]:
 def entry_profile(scenario: Scenario, index: int, profiles: dict[str, Profile]) -> Profile:
     entry = scenario.fleet[index]
     if entry.profile not in profiles:
-        raise FogsimError(f"fleet[{index}].profile: unknown profile {entry.profile!r} "
-                          f"(known: {', '.join(sorted(profiles))})")
+        raise FogsimError(f"fleet[{index}].profile: unknown profile {shown(entry.profile)} "
+                          f"(known: {known_names(profiles)})")
     try:
         return Profile(**{**profiles[entry.profile].model_dump(), **entry.overrides})
     except ValidationError as error:

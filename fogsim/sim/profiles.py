@@ -10,11 +10,14 @@ files loaded before it (the built-in ones first). Chains are allowed, cycles are
 whose ``base`` is its own name derives from the definition an earlier file gave that name, so a
 user file can change one figure of a built-in profile in place; a profile without ``base`` is a
 complete definition and replaces any earlier one of the same name. A chain is at most
-``MAX_BASE_CHAIN`` profiles long.
+``MAX_BASE_CHAIN`` profiles long. A profile's name is one line of at most ``MAX_NAME_CHARS``
+characters (``errors.name_problem``); a refusal does not quote a name that may be a line of a
+file that is no profile file at all.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
@@ -22,12 +25,13 @@ from typing import Annotated
 from pydantic import ConfigDict, Field, ValidationError
 
 from fogsim.core.config import NumbersAreNotBooleans
-from fogsim.errors import FogsimError, brief, describe, shown
+from fogsim.errors import FogsimError, brief, describe, name_problem, shown, shown_path
 from fogsim.sim.safe_yaml import read_yaml
 from fogsim.units import size_field
 
 BUILTIN_DIR = Path(__file__).resolve().parent.parent / "profiles"
 MAX_BASE_CHAIN = 100  # profiles a profile may derive from, one after another; real chains have two or three
+_PLAIN_NAME = re.compile(r"[\w.+-]+(?: [\w.+-]+)*")  # quoted when not a profile: surely a name, not file content
 
 
 class Profile(NumbersAreNotBooleans):
@@ -80,14 +84,19 @@ def parse_entries(data, source: str, earlier: dict[str, ProfileEntry]) -> dict[s
 
     ``earlier`` holds the profiles of the files loaded before this one, which a ``base`` may name.
     """
+    where = shown_path(source)
     if not isinstance(data, dict):
-        raise FogsimError(f"{source}: a profile file maps profile names to their fields, got {type(data).__name__}")
+        raise FogsimError(f"{where}: a profile file maps profile names to their fields, got {type(data).__name__}")
     raw: dict[str, dict] = {}
-    for name, fields in data.items():
+    for number, (name, fields) in enumerate(data.items(), 1):
         if not isinstance(name, str) or not name:
-            raise FogsimError(f"{source}: profile name {shown(name)} is not a name; write it as text, e.g. my-board")
+            raise FogsimError(f"{where}: profile name {shown(name)} is not a name; write it as text, e.g. my-board")
+        if problem := name_problem(name):  # not quoted: it may be a line of a file that is no profile file
+            raise FogsimError(f"{where}: the name of profile {number} of the file: {problem}")
         if not isinstance(fields, dict):
-            raise FogsimError(f"{source}: {brief(name)}: a profile is a mapping of fields, got {type(fields).__name__}")
+            label = brief(name) if _PLAIN_NAME.fullmatch(name) else f"profile {number} of the file"
+            raise FogsimError(f"{where}: {label}: a profile is a mapping of fields, got {type(fields).__name__}; "
+                              "is it a profile file?")
         raw[name] = dict(fields)
     resolved: dict[str, ProfileEntry] = {}
 
@@ -100,31 +109,32 @@ def parse_entries(data, source: str, earlier: dict[str, ProfileEntry]) -> dict[s
         label = brief(name)
         if "base" in raw[name]:
             if not isinstance(base, str) or not base:
-                raise FogsimError(f"{source}: {label}.base: the name of a profile to derive from, got {shown(base)}")
+                raise FogsimError(f"{where}: {label}.base: the name of a profile to derive from, got {shown(base)}")
             if base in raw and base != name:
                 if base in path:
-                    cycle = " -> ".join(map(brief, path[path.index(base):] + [name, base]))
-                    raise FogsimError(f"{source}: {label}.base: profiles derive from each other in a cycle: {cycle}")
+                    ring = path[path.index(base):] + [name, base]
+                    cycle = " -> ".join(map(brief, ring if len(ring) <= 6 else ring[:3] + ["...", *ring[-2:]]))
+                    raise FogsimError(f"{where}: {label}.base: profiles derive from each other in a cycle: {cycle}")
                 if len(path) >= MAX_BASE_CHAIN:
-                    raise FogsimError(f"{source}: {label}.base: a chain of more than {MAX_BASE_CHAIN} bases; "
+                    raise FogsimError(f"{where}: {label}.base: a chain of more than {MAX_BASE_CHAIN} bases; "
                                       "derive from fewer profiles in turn")
                 parent = resolve(base, path + [name])
             elif base in earlier:
                 parent = earlier[base]
             elif base == name:
-                raise FogsimError(f"{source}: {label}.base: a profile derives from itself only to change an earlier "
+                raise FogsimError(f"{where}: {label}.base: a profile derives from itself only to change an earlier "
                                   f"file's {shown(name)}, and none defines it")
             else:
                 known = known_names((set(earlier) | set(raw)) - {name})
-                raise FogsimError(f"{source}: {label}.base: unknown profile {shown(base)} (known: {known})")
+                raise FogsimError(f"{where}: {label}.base: unknown profile {shown(base)} (known: {known})")
             if len(parent.chain) + 1 > MAX_BASE_CHAIN:
-                raise FogsimError(f"{source}: {label}.base: a chain of more than {MAX_BASE_CHAIN} bases; "
+                raise FogsimError(f"{where}: {label}.base: a chain of more than {MAX_BASE_CHAIN} bases; "
                                   "derive from fewer profiles in turn")
         merged = {**parent.profile.model_dump(), **fields} if parent else fields
         try:
             profile = Profile.model_validate(merged)
         except ValidationError as error:
-            raise FogsimError(f"{source}: {describe(error, label)}") from None
+            raise FogsimError(f"{where}: {describe(error, label)}") from None
         resolved[name] = ProfileEntry(name, profile, source, frozenset(fields), parent)
         return resolved[name]
 

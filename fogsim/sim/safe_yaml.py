@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from fogsim.errors import FogsimError, brief, shown
+from fogsim.errors import FogsimError, brief, shown, shown_path
 from fogsim.units import format_bytes
 
 MAX_FILE_BYTES = 1024 * 1024  # a scenario or profile file is a few kilobytes; 1 MiB is far beyond any real one
@@ -137,9 +137,18 @@ def yaml_problem(error: yaml.YAMLError, text: str = "") -> str:
         mark = error.problem_mark or error.context_mark
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = ", ".join(filter(None, (error.context, error.problem))) or "syntax error"
-        problem = re.sub(r"'([^']*)'", lambda quoted: shown(quoted.group(1)), problem)  # a tag, a character
+        problem = re.sub(r" ?'([^']*)'", _token, problem)
         return f"invalid YAML{where}: {brief(problem, 160)}"
     return "invalid YAML"
+
+
+def _token(quoted: re.Match) -> str:
+    """What PyYAML quotes from the file: one character is shown, longer text (a tag, an alias) is not;
+    its own token names (``'<scalar>'``) are kept."""
+    text = quoted.group(1)
+    if len(text) == 1 or re.fullmatch(r"<[a-z ]+>|\\(?:[a-z0]|x[0-9a-f]{2}|u[0-9a-f]{4})", text):  # '\t'
+        return f"{quoted.group(0)[:-len(text) - 2]}'{brief(text)}'"
+    return ""
 
 
 def read_text(path: Path, what: str, limit: int = MAX_FILE_BYTES) -> str:
@@ -151,27 +160,27 @@ def read_text(path: Path, what: str, limit: int = MAX_FILE_BYTES) -> str:
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except OSError as error:
-        raise FogsimError(f"cannot read {what} {path}: {error.strerror or error}") from None
+        raise FogsimError(f"cannot read {what} {shown_path(path)}: {error.strerror or error}") from None
     except ValueError:  # a NUL character in the path
-        raise FogsimError(f"cannot read {what} {path}: a path cannot contain a NUL character") from None
+        raise FogsimError(f"cannot read {what} {shown_path(path)}: a path cannot contain a NUL character") from None
     mode = os.fstat(fd).st_mode
     if not stat.S_ISREG(mode):
         os.close(fd)
         kind = next((name for test, name in _KINDS if test(mode)), "a special file")
-        raise FogsimError(f"{path}: {kind}, not a regular file; give the path of a YAML {what}")
+        raise FogsimError(f"{shown_path(path)}: {kind}, not a regular file; give the path of a YAML {what}")
     with os.fdopen(fd, "rb") as file:
         try:
             data = file.read(limit + 1)
         except OSError as error:
-            raise FogsimError(f"cannot read {what} {path}: {error.strerror or error}") from None
+            raise FogsimError(f"cannot read {what} {shown_path(path)}: {error.strerror or error}") from None
     if len(data) > limit:
-        raise FogsimError(f"{path}: larger than {format_bytes(limit)}, the most a {what} may hold; "
+        raise FogsimError(f"{shown_path(path)}: larger than {format_bytes(limit)}, the most a {what} may hold; "
                           "is it the right file?")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as error:
         line = data.count(b"\n", 0, error.start) + 1
-        raise FogsimError(f"{path}: not UTF-8 text (undecodable byte at line {line}); save the {what} as "
+        raise FogsimError(f"{shown_path(path)}: not UTF-8 text (undecodable byte at line {line}); save the {what} as "
                           "UTF-8") from None
 
 
@@ -181,4 +190,4 @@ def read_yaml(path: Path, what: str) -> Any:
     try:
         return parse_yaml(text)
     except yaml.YAMLError as error:
-        raise FogsimError(f"{path}: {yaml_problem(error, text)}") from None
+        raise FogsimError(f"{shown_path(path)}: {yaml_problem(error, text)}") from None

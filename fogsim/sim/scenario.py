@@ -21,7 +21,7 @@ from fogsim.core.config import (MAX_BATCH, MAX_COMPRESSION, MAX_EPOCHS, MAX_LR, 
                                 TrainingSettings,
                                 PruningSettings, TrainConfig)
 from fogsim.catalog import DATASETS, MODELS
-from fogsim.errors import FogsimError, brief, describe, key_path, shown
+from fogsim.errors import MAX_NAME_CHARS, FogsimError, brief, check_name, describe, key_path, shown, shown_path
 from fogsim.sim.safe_yaml import Refused, parse_yaml, read_yaml, yaml_problem
 from fogsim.units import size_field
 
@@ -36,7 +36,6 @@ MAX_SAMPLES = 100_000_000    # samples per device, smallest partition, test samp
 MAX_CPUS = 65_536
 MAX_NODES = 100_000          # Flower nodes (workers)
 MAX_PROFILE_FILES = 20       # each is read and parsed in full
-MAX_NAME_CHARS = 100
 MAX_FOG_NODES = 1_000        # fog nodes; each is evaluated on the test set every round
 
 
@@ -189,7 +188,8 @@ class Strategy(_Section):
 class FleetEntry(_Section):
     """``count`` devices of one profile, with some of its figures changed."""
 
-    profile: str = Field(description="name of a built-in profile or one from the scenario's profile files")
+    profile: str = Field(max_length=MAX_NAME_CHARS, description="name of a built-in profile or one from the "
+                         "scenario's profile files")
     count: int = Field(1, gt=0, le=MAX_DEVICES, description="how many devices of this kind")
     overrides: dict[str, Any] = Field(default_factory=dict, description="profile fields to change for "
                                       "these devices, e.g. {memory_budget: 64KiB}")
@@ -207,16 +207,27 @@ class FleetEntry(_Section):
     def _at_least_one(cls, value):
         return _compression(value)
 
+    @field_validator("profile", "fog")
+    @classmethod
+    def _names(cls, name: str | None) -> str | None:
+        return check_name(name)
+
 
 class FogNode(_Section):
     """One fog node: a gateway or base station between its devices and the cloud."""
 
     name: str = Field(min_length=1, max_length=MAX_NAME_CHARS, description="the node's name, which fleet "
                       "entries name under fog")
-    profile: str = Field("lte-gateway", description="name of a fog-node profile (fogsim/profiles/fog/): its "
-                         "compute, its wide-area uplink/downlink to the cloud and the local links its devices use")
+    profile: str = Field("lte-gateway", max_length=MAX_NAME_CHARS, description="name of a fog-node profile "
+                         "(fogsim/profiles/fog/): its compute, its wide-area uplink/downlink to the cloud and the "
+                         "local links its devices use")
     overrides: dict[str, Any] = Field(default_factory=dict, description="profile fields to change for this node, "
                                       "e.g. {uplink: 2.0e+6}")
+
+    @field_validator("name", "profile")
+    @classmethod
+    def _names(cls, name: str) -> str:
+        return check_name(name)
 
 
 class Fog(_Section):
@@ -300,6 +311,11 @@ class Scenario(_Section):
     @classmethod
     def _known_model(cls, name: str) -> str:
         return _one_of(name, MODELS, "model")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, name: str) -> str:
+        return check_name(name)
 
     @field_validator("profiles")
     @classmethod
@@ -457,17 +473,18 @@ def parse_scenario(data: Any, source: str = "scenario", sets: list[str] = ()) ->
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise FogsimError(f"{source}: a scenario is a mapping of keys, got {type(data).__name__}")
+        raise FogsimError(f"{shown_path(source)}: a scenario is a mapping of keys, got {type(data).__name__}")
     data = _unshared(data)
     for assignment in sets:
         apply_set(data, assignment)
     strange = [key for key in data if not isinstance(key, str)]
     if strange:
-        raise FogsimError(f"{source}: key {shown(strange[0])} is not a name; scenario keys are words such as rounds")
+        raise FogsimError(f"{shown_path(source)}: key {shown(strange[0])} is not a name; scenario keys are words "
+                          "such as rounds")
     try:
         return Scenario.model_validate(data)
     except ValidationError as error:
-        raise FogsimError(f"{source}: {describe(error)}") from None
+        raise FogsimError(f"{shown_path(source)}: {describe(error)}") from None
 
 
 def load_scenario(path: str | Path, sets: list[str] = ()) -> Scenario:

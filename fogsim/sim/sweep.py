@@ -9,14 +9,16 @@ into ``OUT`` itself. A run that crashes stops the sweep; the runs already finish
 
 from __future__ import annotations
 
+import hashlib
 import re
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import pandas as pd
 
-from fogsim.errors import FogsimError
+from fogsim.errors import FogsimError, brief, shown, shown_path
 from fogsim.rundir import claim
 
 
@@ -24,6 +26,9 @@ class SweepStopped(FogsimError):
     """A run of the sweep failed after others had finished; they are kept."""
 
     exit_code = 1
+
+
+MAX_RUN_NAME = 100  # characters of a run directory's name; a longer one is cut and tagged with a hash
 
 
 @dataclass
@@ -39,7 +44,7 @@ def split_values(text: str) -> list[str]:
     """``"5,10,20"`` -> ``["5", "10", "20"]``; each value is read as YAML, like ``--set``."""
     values = [v.strip() for v in text.split(",")]
     if not text.strip() or any(not v for v in values):
-        raise FogsimError(f"--values {text!r}: give a comma-separated list, e.g. --values 5,10,20")
+        raise FogsimError(f"--values {shown(text)}: give a comma-separated list, e.g. --values 5,10,20")
     return values
 
 
@@ -50,7 +55,24 @@ def slug(text: str) -> str:
 
 
 def run_name(key: str, value: str) -> str:
-    return f"{slug(key)}={slug(value) or 'empty'}"
+    """``<key>=<value>`` made file-name-safe; one longer than ``MAX_RUN_NAME`` is cut and ends in a hash of
+    the whole, so that values differing only at their ends keep their own directories."""
+    name = f"{slug(key)}={slug(value) or 'empty'}"
+    if len(name) <= MAX_RUN_NAME:
+        return name
+    tag = hashlib.sha256(f"{key}={value}".encode("utf-8", "surrogatepass")).hexdigest()[:12]
+    return f"{name[:MAX_RUN_NAME - len(tag) - 1].rstrip('-.')}-{tag}"
+
+
+def _listed(values: list[str], limit: int = 5) -> str:
+    """A few values for a message, each cut short, then how many more."""
+    more = f" and {len(values) - limit} more" if len(values) > limit else ""
+    return ", ".join(brief(v) for v in values[:limit]) + more
+
+
+def _setting(key: str, value: str) -> str:
+    """``key=value`` for a message, cut short."""
+    return brief(f"{key}={value}", 80)
 
 
 def plan(scenario: Path, key: str, values: list[str], sets: list[str] = ()) -> list[Point]:
@@ -59,23 +81,24 @@ def plan(scenario: Path, key: str, values: list[str], sets: list[str] = ()) -> l
 
     key = key.strip()
     if not key or "=" in key:
-        raise FogsimError(f"--key {key!r}: give one scenario key, e.g. pruning.compression or "
+        raise FogsimError(f"--key {shown(key)}: give one scenario key, e.g. pruning.compression or "
                           "fleet[0].overrides.memory_budget")
     if not values:
         raise FogsimError("--values: give at least one value")
     if len(set(values)) != len(values):
-        twice = sorted({v for v in values if values.count(v) > 1})
-        raise FogsimError(f"--values: {', '.join(twice)} given more than once")
+        twice = sorted(v for v, n in Counter(values).items() if n > 1)
+        raise FogsimError(f"--values: {_listed(twice)} given more than once")
     points, names = [], {}
     for value in values:
         name = run_name(key, value)
         if name in names:
-            raise FogsimError(f"--values: {names[name]!r} and {value!r} would share the run directory {name}")
+            raise FogsimError(f"--values: {shown(names[name])} and {shown(value)} would share the run directory "
+                              f"{brief(name)}")
         names[name] = value
         try:
             prepared = prepare(scenario, [*sets, f"{key}={value}"])
         except FogsimError as error:
-            raise FogsimError(f"sweep value {key}={value}: {error}") from None
+            raise FogsimError(f"sweep value {_setting(key, value)}: {error}") from None
         points.append(Point(value, prepared, name))
     return points
 
@@ -97,10 +120,10 @@ def sweep(points: list[Point], out: Path, key: str,
                 run(point.prepared, out / point.name, on_round, verbose,
                     **({"on_client": on_client} if on_client else {}))
             except Exception as error:  # an interrupt ends the sweep too; the runs are kept either way
-                done = ", ".join(p.name for p in finished) or "none"
-                reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-                raise SweepStopped(f"sweep stopped at {key}={point.value}: {reason}; finished runs kept in {out}: "
-                                   f"{done}") from None
+                done = _listed([p.name for p in finished]) if finished else "none"
+                reason = brief(str(error).splitlines()[0], 300) if str(error).strip() else type(error).__name__
+                raise SweepStopped(f"sweep stopped at {_setting(key, point.value)}: {reason}; finished runs kept "
+                                   f"in {shown_path(out)}: {done}") from None
             finished.append(point)
         runs = [load_run(out / p.name) for p in points]
         name_runs(runs)
