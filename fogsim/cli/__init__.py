@@ -18,6 +18,7 @@ import click  # noqa: E402
 import typer  # noqa: E402
 
 from fogsim import signals  # noqa: E402
+from fogsim.sim import provenance  # noqa: E402
 from fogsim.cli import runs, simulation, train  # noqa: E402
 from fogsim.errors import SHOWN_CHARS, FogsimError, brief, one_line  # noqa: E402
 
@@ -62,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     or in a value the user typed cannot split it.
     """
     previous = signals.install()
+    provenance.given(sys.argv[1:] if argv is None else list(argv))
     try:
         if app(args=argv, standalone_mode=False) == 130:  # typer turns KeyboardInterrupt into Exit(130)
             raise KeyboardInterrupt

@@ -12,7 +12,7 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -23,14 +23,14 @@ from fogsim.models import build_model
 from fogsim import signals
 from fogsim.errors import FogsimError
 from fogsim.rundir import Claim
-from fogsim.sim import checkpoint, draws
+from fogsim.sim import checkpoint, draws, provenance
 from fogsim.sim.client_app import make_client_app
 from fogsim.sim.cluster import init_args, ray_cpus, resolve_address, start_ray, stop_ray
 from fogsim.sim.device_state import DeviceStates
 from fogsim.sim.fleet import Fleet, build_fleet
 from fogsim.sim.fog import build_fog
 from fogsim.sim.fog_grid import RunDiverged
-from fogsim.sim.outputs import RunFiles, read_rows, read_run, read_tiers, summarize
+from fogsim.sim.outputs import OutputFailed, RunFiles, read_rows, read_run, read_tiers, summarize
 from fogsim.sim.partition import partition_indices
 from fogsim.sim.scenario import MAX_NODES, Scenario, load_scenario, resolved_yaml
 from fogsim.sim.shared import FleetSpec
@@ -87,10 +87,7 @@ def prepare_resume(out: Path) -> Prepared:
         found = checkpoint.latest(out)
         if found is None:
             raise FogsimError(f"--resume {out}: its checkpoint went away while being read; try again")
-        base = checkpoint.info(found).get("base")
-        if not isinstance(base, str):
-            raise FogsimError(f"{found}: damaged checkpoint (no scenario directory); it cannot be resumed")
-        prepared = prepare(out / "scenario.yaml", base=Path(base))
+        prepared = prepare(out / "scenario.yaml")  # its profile files are in the run directory (provenance)
         states = DeviceStates(len(prepared.fleet), prepared.scenario.simulation.state_memory)
         try:
             prepared.resumed = checkpoint.load(found, _expected(prepared, out), states), states
@@ -235,15 +232,27 @@ def run(prepared: Prepared, out: Path, on_round: Callable[[dict], None] | None =
     from fogsim.sim.server_app import ServerJob, make_server_app
     from fogsim.sim.shared import SharedSpec
 
-    scenario = prepared.scenario
-    identity = prepared.identity()
     if resume and prepared.resumed is None:
         raise ValueError("resume needs a scenario prepared by prepare_resume")
     held = prepared.held if resume else Claim(out, "run")
     resumed, states = prepared.resumed if resume else \
-        (None, DeviceStates(len(prepared.fleet), scenario.simulation.state_memory))
+        (None, DeviceStates(len(prepared.fleet), prepared.scenario.simulation.state_memory))
     start = time.perf_counter()
+    record: dict | None = None
     try:
+        try:
+            record = provenance.resumed(out, provenance.command_line()) if resume else \
+                provenance.start(prepared.base, provenance.command_line())
+            if not resume:  # the run directory keeps the user's profile files, named relative to itself
+                copied = provenance.copy_profiles(prepared.scenario.profiles, prepared.base, out)
+                if copied:
+                    prepared = replace(prepared, scenario=prepared.scenario.model_copy(update={"profiles": copied}),
+                                       base=out.resolve())
+            provenance.write(out, record)
+        except OSError as error:
+            raise OutputFailed(f"{out}: cannot write the run directory ({error.strerror or error})") from None
+        scenario = prepared.scenario
+        identity = prepared.identity()
         if resume:
             files = RunFiles.resume(out, resumed.round, fog=scenario.fog is not None)
             first_round = resumed.round + 1
@@ -253,7 +262,7 @@ def run(prepared: Prepared, out: Path, on_round: Callable[[dict], None] | None =
             files, first_round, initial, strategy_state = RunFiles(
                 out, resolved_yaml(scenario), fog=scenario.fog is not None), 1, None, None
         job = ServerJob(prepared.spec, prepared.data, files, 1, states,  # 1 node: the local engine's; Ray's below
-                        first_round, initial, checkpoint_meta={**identity, "base": str(prepared.base)},
+                        first_round, initial, checkpoint_meta=identity,
                         strategy_state=strategy_state,
                         on_round=on_round, on_client=on_client, stop=threading.Event())
         local = scenario.simulation.engine == "local"
@@ -299,10 +308,17 @@ def run(prepared: Prepared, out: Path, on_round: Callable[[dict], None] | None =
                             read_tiers(out))
         job.files.write_summary(summary)
         plot_run(out, scenario.name)
+        provenance.write(out, provenance.ended(record, "finished"))
     except BaseException as error:
         # An interrupt keeps a run that has a checkpoint, round 0's included, so --resume goes on.
         interrupted = isinstance(error, KeyboardInterrupt) and checkpoint.latest(out) is not None
-        held.release(False, keep=resume or interrupted or _finished(out) > 0)
+        keep = resume or interrupted or _finished(out) > 0
+        if keep and record is not None:
+            try:
+                provenance.write(out, provenance.ended(record, "interrupted" if interrupted else "failed"))
+            except OSError:
+                pass  # a full disk: the run's own files say what finished
+        held.release(False, keep=keep)
         if interrupted:
             signals.kept(f"what finished is kept in {out}; go on with: fogsim run --resume {out}")
         raise
