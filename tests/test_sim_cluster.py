@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
@@ -104,6 +105,70 @@ def test_an_address_where_nothing_answers_is_refused_at_once():
     with pytest.raises(FogsimError, match=f"nothing answers at ray://{nobody}"):
         start_ray(Simulation(address=f"ray://{nobody}"))
     assert time.monotonic() - started < 5
+
+
+@contextmanager
+def listening(reply: bytes | None):
+    """A TCP server on a free port that accepts and then stays silent (``reply`` None) or answers
+    ``reply`` and closes: something that answers, but not Ray."""
+    import threading
+
+    server = socket.create_server(("127.0.0.1", 0))
+    held = []
+
+    def serve():
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            held.append(conn)
+            if reply is not None:
+                conn.sendall(reply)
+                conn.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        yield f"127.0.0.1:{server.getsockname()[1]}"
+    finally:
+        server.close()
+        for conn in held:
+            conn.close()
+
+
+@pytest.mark.parametrize("reply", [None, b"HTTP/1.1 400 Bad Request\r\n\r\n", b"\x00" * 9],
+                         ids=["silent", "http1", "zeros"])
+def test_an_address_where_something_else_answers_is_refused_within_seconds(reply):
+    """ray.init would wait there forever; a gRPC server (Ray's GCS) greets with HTTP/2 SETTINGS."""
+    from fogsim.sim.cluster import HANDSHAKE_TIMEOUT_S
+
+    with listening(reply) as address:
+        started = time.monotonic()
+        with pytest.raises(FogsimError, match=f"something answers at {address} but it is not Ray") as refused:
+            check_reachable(address)
+        assert time.monotonic() - started < HANDSHAKE_TIMEOUT_S + 2 and "\n" not in str(refused.value)
+
+
+def test_a_grpc_server_passes_the_handshake():
+    import concurrent.futures
+
+    import grpc
+
+    server = grpc.server(concurrent.futures.ThreadPoolExecutor(max_workers=1))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        check_reachable(f"127.0.0.1:{port}")
+        check_reachable(f"ray://127.0.0.1:{port}")
+    finally:
+        server.stop(None)
+
+
+@pytest.mark.parametrize("host", ["h" * 300, "a." * 130 + "b", "x" * 64 + ".example.org", "bad!host", "é.org"])
+def test_a_host_that_cannot_be_a_host_name_is_refused_before_anything_is_contacted(host):
+    with pytest.raises(FogsimError, match="the host is not a host name or address") as refused:
+        resolve_address(f"{host}:6379")
+    assert len(str(refused.value)) < 300
 
 
 def scenario_file(tmp_path, address):

@@ -22,6 +22,8 @@ from fogsim.errors import FogsimError, brief, shown
 from fogsim.sim.scenario import Simulation
 
 CONNECT_TIMEOUT_S = 10  # an address nobody answers at is refused after this, not retried for minutes by Ray
+HANDSHAKE_TIMEOUT_S = 5  # what answers must greet as gRPC within this (Ray's GCS does at once)
+HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
 
 def resolve_address(address: str | None) -> str | None:
@@ -49,7 +51,34 @@ def _host_port(address: str, named: str) -> tuple[str, int]:
     if ("://" in bare or not host.strip("[]") or not host.isprintable() or " " in host or not port.isdigit()
             or not 0 < int(port) < 65536):
         raise FogsimError(f"{named} is not host:port or ray://host:port (e.g. 10.0.0.5:6379)")
-    return host.strip("[]"), int(port)
+    name = host.strip("[]")
+    if ":" not in name and not _is_host_name(name):  # an IPv6 literal is checked by the connection
+        raise FogsimError(f"{named}: the host is not a host name or address (labels of letters, digits and "
+                          "hyphens, at most 63 characters each and 253 in all)")
+    return name, int(port)
+
+
+def _is_host_name(name: str) -> bool:
+    labels = name.rstrip(".").split(".")
+    return len(name) <= 253 and all(0 < len(label) <= 63 and label.isascii() and
+                                    all(c.isalnum() or c in "-_" for c in label) for label in labels)
+
+
+def _speaks_grpc(sock: socket.socket) -> bool:
+    """Whether the peer answers as a gRPC server does (Ray's GCS and its client server are): an
+    HTTP/2 server sends a SETTINGS frame first (RFC 9113, 3.4), here within ``HANDSHAKE_TIMEOUT_S``."""
+    sock.settimeout(HANDSHAKE_TIMEOUT_S)
+    try:
+        sock.sendall(HTTP2_PREFACE + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0]))  # the client preface, empty SETTINGS
+        header = b""
+        while len(header) < 9:
+            chunk = sock.recv(9 - len(header))
+            if not chunk:
+                return False
+            header += chunk
+    except OSError:  # a timeout (silence), or the peer closed on the preface
+        return False
+    return header[3] == 0x04 and int.from_bytes(header[5:9], "big") & 0x7FFFFFFF == 0
 
 
 def init_args(simulation: Simulation, verbose: bool = False) -> dict:
@@ -64,14 +93,19 @@ def init_args(simulation: Simulation, verbose: bool = False) -> dict:
 
 
 def check_reachable(address: str) -> None:
-    """Refuse, in one line and within ``CONNECT_TIMEOUT_S``, an address where nothing answers."""
+    """Refuse, in one line and within ``CONNECT_TIMEOUT_S`` + ``HANDSHAKE_TIMEOUT_S``, an address where
+    nothing answers, or where what answers is not Ray (``ray.init`` would wait for it forever)."""
     host, port = _host_port(address, f"simulation.address: {shown(address)}")
     try:
-        socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S).close()
-    except OSError as error:
-        reason = error.strerror or str(error) or type(error).__name__
+        sock = socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S)
+    except (OSError, UnicodeError) as error:
+        reason = getattr(error, "strerror", None) or str(error) or type(error).__name__
         raise FogsimError(f"simulation.address: nothing answers at {brief(address, 80)} ({reason}); start the cluster "
                           "first (ray start --head --port=6379 on the head) or correct the address") from None
+    with sock:
+        if not _speaks_grpc(sock):
+            raise FogsimError(f"simulation.address: something answers at {brief(address, 80)} but it is not Ray "
+                              "(no gRPC handshake); give the address of the Ray head (ray start --head prints it)")
 
 
 def start_ray(simulation: Simulation, verbose: bool = False) -> None:
