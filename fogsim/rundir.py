@@ -70,12 +70,31 @@ def _refuse_replacing(out: Path) -> None:
                           "replaces those, choose another --out")
 
 
+def given_dir(text: str | None, option: str = "--out") -> Path | None:
+    """A directory option as the user typed it: ``None`` when not given; an empty one is refused (a
+    ``Path('')`` is the current directory, which would be trained into and marked as fogsim's)."""
+    if text is None:
+        return None
+    if not text.strip():
+        hint = "give the directory of an interrupted run" if option == "--resume" else \
+            f"give a directory (e.g. runs/x), or leave {option} out for the default"
+        raise FogsimError(f"{option} is empty: {hint}")
+    return Path(text)
+
+
 def check_free(out: Path, kind: str, overwrite: bool = False) -> None:
     """Refuse ``out`` now if claiming it would fail (so a command can check before long work)."""
     if out.is_symlink() and not out.is_dir():
         raise FogsimError(f"--out {shown_path(out)}: is a symlink to nothing usable; choose another --out")
     if out.exists() and not out.is_dir():
         raise FogsimError(f"--out {shown_path(out)}: is a file; choose another --out")
+    above = next((p for p in out.absolute().parents if p.exists()), None)
+    if not out.exists() and above is not None and not above.is_dir():
+        raise FogsimError(f"--out {shown_path(out)}: cannot be made inside the file {shown_path(above)}; "
+                          "choose another --out")
+    if not out.exists() and above is not None and not os.access(above, os.W_OK | os.X_OK):
+        raise FogsimError(f"--out {shown_path(out)}: cannot be made in {shown_path(above)} (permission denied); "
+                          "choose another --out")
     if not out.is_dir() or not any(out.iterdir()):
         return
     hint = "choose another --out" + (" or pass --overwrite" if kind == "train" else "")

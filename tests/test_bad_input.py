@@ -707,3 +707,35 @@ def test_resume_refusals_name_resume(tmp_path):
     with pytest.raises(FogsimError, match=r"^--resume .*: is not a fogsim sweep directory") as error:
         Claim.existing(out, "sweep")
     assert "--out" not in str(error.value)
+
+
+@pytest.mark.parametrize("argv", [["run", "scenarios/quickstart.yaml", "--out"], ["train", "--out"],
+                                  ["compare", "--out"], ["run", "--resume"],
+                                  ["sweep", "scenarios/quickstart.yaml", "--key", "rounds", "--values", "1", "--out"]],
+                         ids=["run", "train", "compare", "resume", "sweep"])
+@pytest.mark.parametrize("empty", ["", "  "])
+def test_an_empty_directory_option_is_refused_not_taken_as_the_current_directory(tmp_path, capsys, argv, empty):
+    """``Path('')`` is the current directory: a run went into it and marked it as fogsim's."""
+    repo = Path(__file__).resolve().parent.parent
+    argv = [str(repo / a) if a.endswith(".yaml") else a for a in argv]
+    line = refused(tmp_path, capsys, [*argv, empty], "is empty")
+    assert line.split(": ", 2)[2].startswith(("--out is empty", "--resume is empty")), line
+    assert not (tmp_path / ".fogsim").exists()
+
+
+@pytest.mark.parametrize("command", [["train", "--quiet"], ["run", "SCENARIO", "--quiet"]])
+def test_an_out_inside_a_file_is_refused_before_the_plan_is_printed(tmp_path, capsys, command):
+    (tmp_path / "afile").write_text("x")
+    scenario_path = str(write(tmp_path, scenario()))
+    argv = [scenario_path if a == "SCENARIO" else a for a in command]
+    refused(tmp_path, capsys, [*argv, "--out", str(tmp_path / "afile" / "sub")], "cannot be made inside the file")
+
+
+def test_a_sweep_whose_every_run_fails_leaves_nothing_and_can_be_run_again(tmp_path, capsys):
+    argv = ["sweep", str(write(tmp_path, scenario(training={"batch_min": 8, "weight_decay": 1}))), "--key",
+            "training.lr", "--values", "9", "--out", str(tmp_path / "sw"), "--quiet"]
+    for _ in range(2):  # the second finds the place free, not 'already exists'
+        assert main(argv) == 1
+        err = capsys.readouterr().err
+        assert "sweep stopped at training.lr=9" in err and "no run finished, nothing kept" in err, err
+        assert len(err.strip().splitlines()) == 1 and not (tmp_path / "sw").exists()

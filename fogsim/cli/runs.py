@@ -12,13 +12,13 @@ from fogsim.cli.simulation import SCENARIO, SET, VERBOSE
 
 
 def compare(runs: Optional[list[Path]] = typer.Argument(None, help="run directories written by fogsim run"),
-            out: Optional[Path] = typer.Option(None, help="where to write the comparison (default: "
+            out: Optional[str] = typer.Option(None, help="where to write the comparison (default: "
                                                "runs/compare-<time>)")) -> None:
     """Compare finished runs: a table, comparison.csv / .md and overlaid plots of accuracy, memory, batch, upload."""
-    from fogsim.rundir import default_run_dir
+    from fogsim.rundir import default_run_dir, given_dir
     from fogsim.sim.compare import compare as compare_runs, rich_table
 
-    out = out or default_run_dir("compare")
+    out = given_dir(out) or default_run_dir("compare")
     frame = compare_runs(runs or [], out)
     stdout_console().print(rich_table(frame))
     stdout_console().print(f"comparison written to {out}")
@@ -29,16 +29,17 @@ def sweep(scenario: Path = SCENARIO,
                                   "fleet[0].overrides.memory_budget"),
           values: str = typer.Option(..., help="comma-separated values of --key, each read as YAML like --set, "
                                      "e.g. 256KiB,512KiB,1MiB"),
-          out: Optional[Path] = typer.Option(None, help="sweep directory: one run directory per value and the "
+          out: Optional[str] = typer.Option(None, help="sweep directory: one run directory per value and the "
                                              "comparison (default: runs/sweep-<name>-<time>)"),
           sets: Optional[list[str]] = SET,
           quiet: bool = typer.Option(False, "--quiet", help="no progress display"),
           verbose: bool = VERBOSE) -> None:
     """Run a scenario once per value of one key, then compare the runs (fogsim compare's table, CSV and plots)."""
-    from fogsim.rundir import check_free, default_run_dir
+    from fogsim.rundir import check_free, default_run_dir, given_dir
     from fogsim.sim.compare import rich_table
     from fogsim.sim.sweep import plan, split_values, sweep as run_sweep
 
+    out = given_dir(out)
     if out is not None:
         check_free(out, "sweep")
     points = plan(scenario, key, split_values(values), sets or [])

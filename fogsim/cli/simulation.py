@@ -21,15 +21,17 @@ VERBOSE = typer.Option(False, "--verbose", help="show Flower's and Ray's own log
 
 
 def run(scenario: Optional[Path] = typer.Argument(None, help="scenario YAML file, e.g. scenarios/quickstart.yaml"),
-        out: Optional[Path] = typer.Option(None, help="run directory (default: runs/<name>-<time>)"),
+        out: Optional[str] = typer.Option(None, help="run directory (default: runs/<name>-<time>)"),
         sets: Optional[list[str]] = SET,
-        resume: Optional[Path] = typer.Option(None, help="go on with the interrupted run in this directory from "
+        resume: Optional[str] = typer.Option(None, help="go on with the interrupted run in this directory from "
                                               "its last finished round (instead of SCENARIO)"),
         quiet: bool = typer.Option(False, "--quiet", help="no progress display"),
         verbose: bool = VERBOSE) -> None:
     """Run a scenario: the fleet trains with DynHP on Flower and Ray; results go to the run directory."""
-    from fogsim.rundir import free_run_dir
+    from fogsim.rundir import free_run_dir, given_dir
     from fogsim.sim.run import prepare, prepare_resume, run as run_scenario
+
+    out, resume = given_dir(out), given_dir(resume, "--resume")
 
     err = stderr_console()
     if (scenario is None) == (resume is None):

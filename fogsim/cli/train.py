@@ -31,12 +31,14 @@ def settings_options(model: type[BaseModel]) -> list[inspect.Parameter]:
 
 
 def train(dataset: str, model: str, budget: Optional[str], data_root: Optional[str], download: bool,
-          out: Optional[Path], overwrite: bool, quiet: bool, **settings) -> None:
+          out: Optional[str], overwrite: bool, quiet: bool, **settings) -> None:
     """Train one device under a memory budget and write trace.csv, epochs.csv, summary.json, training.png."""
     from fogsim.core.config import make_train_config
     from fogsim.core.trainer import Diverged
-    from fogsim.rundir import default_run_dir
+    from fogsim.rundir import default_run_dir, given_dir
     from fogsim.one_device import TrainingRun
+
+    out = given_dir(out)
 
     _check_budget(budget)
     config = make_train_config(**settings)
@@ -78,7 +80,7 @@ def _train_command():
         _option("data_root", None, "directory of the dataset's files (or a torchvision root)", Optional[str]),
         _option("download", False, "let torchvision download the dataset into --data-root", bool),
         _option("out", None, "run directory, created or empty (default: runs/train-<dataset>-<method>-<time>)",
-                Optional[Path]),
+                Optional[str]),
         _option("overwrite", False, "replace a non-empty --out that an earlier fogsim train wrote", bool),
         _option("quiet", False, "no progress bar", bool),
     ]

@@ -19,7 +19,7 @@ from typing import Callable
 import pandas as pd
 
 from fogsim.errors import FogsimError, brief, shown, shown_path
-from fogsim.rundir import claim
+from fogsim.rundir import Claim
 
 
 class SweepStopped(FogsimError):
@@ -103,6 +103,11 @@ def plan(scenario: Path, key: str, values: list[str], sets: list[str] = ()) -> l
     return points
 
 
+def _holds_runs(out: Path) -> bool:
+    """Whether the sweep directory holds a run (finished, or interrupted with its checkpoint)."""
+    return out.is_dir() and any(p.is_dir() for p in out.iterdir())
+
+
 def sweep(points: list[Point], out: Path, key: str,
           on_start: Callable[[int, Point], None] | None = None,
           on_round: Callable[[dict], None] | None = None, verbose: bool = False,
@@ -111,7 +116,8 @@ def sweep(points: list[Point], out: Path, key: str,
     from fogsim.sim.compare import load_run, name_runs, write_comparison
     from fogsim.sim.run import run
 
-    with claim(out, "sweep", keep_on_failure=True):
+    held = Claim(out, "sweep")
+    try:
         finished = []
         for index, point in enumerate(points):
             if on_start:
@@ -120,11 +126,21 @@ def sweep(points: list[Point], out: Path, key: str,
                 run(point.prepared, out / point.name, on_round, verbose,
                     **({"on_client": on_client} if on_client else {}))
             except Exception as error:  # an interrupt ends the sweep too; the runs are kept either way
-                done = _listed([p.name for p in finished]) if finished else "none"
                 reason = brief(str(error).splitlines()[0], 300) if str(error).strip() else type(error).__name__
+                if not _holds_runs(out):  # the sweep directory goes, so a rerun finds the place free
+                    reason = reason.removesuffix("; no round finished, nothing kept")
+                    raise SweepStopped(f"sweep stopped at {_setting(key, point.value)}: {reason}; no run "
+                                       "finished, nothing kept") from None
+                done = _listed([p.name for p in finished]) if finished else "none"
                 raise SweepStopped(f"sweep stopped at {_setting(key, point.value)}: {reason}; finished runs kept "
                                    f"in {shown_path(out)}: {done}") from None
             finished.append(point)
         runs = [load_run(out / p.name) for p in points]
         name_runs(runs)
-        return write_comparison(runs, out)
+        frame = write_comparison(runs, out)
+    except BaseException:
+        # Kept where a run is inside (finished, or interrupted with its checkpoint); else removed.
+        held.release(False, keep=_holds_runs(out))
+        raise
+    held.release(True)
+    return frame
