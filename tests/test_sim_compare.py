@@ -116,7 +116,19 @@ def bad_inputs(tmp_path):
     frame = pd.read_csv(garbled / "rounds.csv")
     frame["round"] = "x"
     frame.to_csv(garbled / "rounds.csv", index=False)
+    shapes = {}
+    for name, profiles, message in [
+            ("profiles int", 5, "profiles is not a mapping of profile names"),
+            ("profiles list", [1, 2], "profiles is not a mapping of profile names"),
+            ("profile str", {"rpi4": "x"}, "profiles.rpi4 is not a mapping"),
+            ("budget str", {"rpi4": {"budget_bytes": "y"}}, "profiles.rpi4.budget_bytes is not a number"),
+            ("devices bool", {"rpi4": {"devices": True}}, "profiles.rpi4.devices is not a number")]:
+        odd = fake_run(tmp_path / name.replace(" ", "-"), [0.5], {"rpi4": (1, 2 ** 30, 1000)})
+        summary = json.loads((odd / "summary.json").read_text())
+        (odd / "summary.json").write_text(json.dumps({**summary, "profiles": profiles}))
+        shapes[name] = ([odd], f"summary.json: {message}; was it written by fogsim run?")
     return good, {
+        **shapes,
         "binary scenario": ([binary], "scenario.yaml: not UTF-8 text"),
         "deep summary": ([deep], "summary.json: not readable JSON (RecursionError)"),
         "garbled rounds": ([garbled], "column round holds something other than numbers"),
@@ -131,7 +143,8 @@ def bad_inputs(tmp_path):
 
 
 @pytest.mark.parametrize("case", ["missing", "file", "not a run", "running", "no clients", "old columns", "no runs",
-                                  "binary scenario", "deep summary", "garbled rounds"])
+                                  "binary scenario", "deep summary", "garbled rounds", "profiles int",
+                                  "profiles list", "profile str", "budget str", "devices bool"])
 def test_bad_input_is_one_line_exit_2_and_no_output(tmp_path, capsys, case):
     good, cases = bad_inputs(tmp_path)
     paths, message = cases[case]

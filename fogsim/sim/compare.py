@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from fogsim.errors import FogsimError, shown_path
+from fogsim.errors import FogsimError, brief, shown_path
 from fogsim.rundir import claim
 from fogsim.sim.outputs import FOG_FILE
 from fogsim.sim.reports import CLIENT_COLUMNS, FOG_COLUMNS, ROUND_COLUMNS, TEXT_COLUMNS
@@ -100,6 +100,9 @@ def load_run(path: Path) -> Run:
     if not isinstance(scenario, dict) or not isinstance(summary, dict):
         raise FogsimError(f"{shown_path(path)}: scenario.yaml or summary.json is not a mapping; was it written by "
                           "fogsim run?")
+    wrong = _odd_summary(summary)
+    if wrong:
+        raise FogsimError(f"{shown_path(path / 'summary.json')}: {wrong}; was it written by fogsim run?")
     rounds = _with_later(_read_csv(path / "rounds.csv", [c for c in ROUND_COLUMNS if c not in _LATER_ROUNDS]),
                          _LATER_ROUNDS).sort_values("round", kind="stable")
     clients = _with_later(_read_csv(path / "clients.csv", [c for c in CLIENT_COLUMNS if c not in _LATER_CLIENTS]),
@@ -108,6 +111,26 @@ def load_run(path: Path) -> Run:
         if (path / FOG_FILE).is_file() else None
     return Run(path=path, scenario=scenario, rounds=rounds.reset_index(drop=True), clients=clients, summary=summary,
                fog_nodes=fog_nodes)
+
+
+_PROFILE_NUMBERS = ("devices", "budget_bytes", "accuracy")  # what the comparison reads of a profile's summary
+
+
+def _odd_summary(summary: dict) -> str | None:
+    """What is wrong with the parts of ``summary.json`` the comparison reads, if anything."""
+    profiles = summary.get("profiles")
+    if profiles is None:
+        return None
+    if not isinstance(profiles, dict):
+        return "profiles is not a mapping of profile names"
+    for name, tier in profiles.items():
+        if not isinstance(tier, dict):
+            return f"profiles.{brief(name)} is not a mapping"
+        for key in _PROFILE_NUMBERS:
+            value = tier.get(key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+                return f"profiles.{brief(name)}.{key} is not a number"
+    return None
 
 
 def _with_later(frame: pd.DataFrame, later: dict) -> pd.DataFrame:
