@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from fogsim.catalog import DATASETS
-from fogsim.errors import FogsimError
+from fogsim.errors import FogsimError, shown
 
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -102,7 +102,7 @@ def load_dataset(
         return _load_mnist(root, download)
     if name == "cifar10":
         return _load_cifar10(root, download)
-    raise FogsimError(f"Unknown dataset {name!r}: choose one of {', '.join(DATASETS)}.")
+    raise FogsimError(f"Unknown dataset {shown(name)}: choose one of {', '.join(DATASETS)}.")
 
 
 def read_idx(path: str | os.PathLike) -> np.ndarray:

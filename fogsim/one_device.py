@@ -26,7 +26,7 @@ from fogsim.core.trainer import DeviceTrainer
 from fogsim.core.trainer import plan as make_plan
 from fogsim.catalog import DATASETS, MODELS
 from fogsim.data import Dataset, load_dataset
-from fogsim.errors import FogsimError
+from fogsim.errors import FogsimError, shown
 from fogsim.models import build_model
 from fogsim.rundir import check_free, claim
 from fogsim.sim.outputs import OutputFailed
@@ -46,7 +46,7 @@ def resolve_budget(spec: str | int | None, model: torch.nn.Module, input_shape: 
         except ValueError:
             fraction = -1
         if not fraction > 0:
-            raise FogsimError(f"invalid budget {spec!r}: a percentage must be positive, like 25%")
+            raise FogsimError(f"invalid budget {shown(spec)}: a percentage must be positive, like 25%")
         dense = make_plan(model, Topology(model, input_shape), config.model_copy(update={"method": "dense"}),
                           None, num_classes).budget_bytes
         return max(1, math.floor(dense * fraction))
@@ -60,9 +60,9 @@ class TrainingRun:
                  data_root: str | None = None, download: bool = False, out: Path | None = None,
                  overwrite: bool = False):
         if dataset not in DATASETS:
-            raise FogsimError(f"unknown dataset {dataset!r}: use one of {', '.join(DATASETS)}")
+            raise FogsimError(f"unknown dataset {shown(dataset)}: use one of {', '.join(DATASETS)}")
         if model not in MODELS:
-            raise FogsimError(f"unknown model {model!r}: use one of {', '.join(MODELS)}")
+            raise FogsimError(f"unknown model {shown(model)}: use one of {', '.join(MODELS)}")
         if out is not None:
             check_free(out, "train", overwrite)
         self.dataset_name, self.model_name, self.config = dataset, model, config

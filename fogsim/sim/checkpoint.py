@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fogsim.errors import FogsimError, shown
+from fogsim.errors import FogsimError, shown, shown_path
 from fogsim.sim.device_state import DeviceState, DeviceStates
 
 DIRECTORY = ".checkpoint"
@@ -88,9 +88,9 @@ def info(path: Path) -> dict:
     try:
         found = json.loads((path / "round.json").read_text())
     except (OSError, ValueError, RecursionError) as error:
-        raise FogsimError(f"{path}: damaged checkpoint ({type(error).__name__}); it cannot be resumed") from None
+        raise FogsimError(f"{shown_path(path)}: damaged checkpoint ({type(error).__name__}); it cannot be resumed") from None
     if not isinstance(found, dict):
-        raise FogsimError(f"{path}: damaged checkpoint (round.json is not a mapping); it cannot be resumed")
+        raise FogsimError(f"{shown_path(path)}: damaged checkpoint (round.json is not a mapping); it cannot be resumed")
     return found
 
 
@@ -120,10 +120,10 @@ def load(path: Path, expected: Expected, states: DeviceStates) -> Checkpoint:
     found = info(path)
     mismatched = [k for k, v in expected.identity.items() if found.get(k) != v]
     if found.get("format") != FORMAT:
-        raise FogsimError(f"{path}: this checkpoint was written by another version of fogsim (format "
+        raise FogsimError(f"{shown_path(path)}: this checkpoint was written by another version of fogsim (format "
                           f"{shown(found.get('format'))}, this one reads {FORMAT}); it cannot be resumed")
     if mismatched:
-        raise FogsimError(f"{path}: this checkpoint belongs to another run ({', '.join(mismatched)} differ); "
+        raise FogsimError(f"{shown_path(path)}: this checkpoint belongs to another run ({', '.join(mismatched)} differ); "
                           "it cannot be resumed")
     try:
         round_ = _round(found, expected)
@@ -138,7 +138,7 @@ def load(path: Path, expected: Expected, states: DeviceStates) -> Checkpoint:
             raise Damaged(f"strategy.npz: {error}") from None
         _restore(states, devices)
     except Damaged as error:
-        raise FogsimError(f"{path}: damaged checkpoint ({error}); it cannot be resumed") from None
+        raise FogsimError(f"{shown_path(path)}: damaged checkpoint ({error}); it cannot be resumed") from None
     return Checkpoint(round_, arrays, path, strategy)
 
 

@@ -21,7 +21,7 @@ import numpy as np
 from fogsim.data import Dataset, load_dataset
 from fogsim.models import build_model
 from fogsim import signals
-from fogsim.errors import FogsimError
+from fogsim.errors import FogsimError, shown_path
 from fogsim.rundir import Claim
 from fogsim.sim import checkpoint, draws, provenance
 from fogsim.sim.client_app import make_client_app
@@ -80,13 +80,13 @@ def prepare_resume(out: Path) -> Prepared:
     checkpoint read and verified (``Prepared.resumed``) and the directory held (``Prepared.held``),
     so that no other command writes it meanwhile. Nothing in ``out`` is written here."""
     if (checkpoint.latest(out) if out.is_dir() else None) is None:
-        raise FogsimError(f"--resume {out}: no checkpoint there (not a run directory fogsim run wrote); "
+        raise FogsimError(f"--resume {shown_path(out)}: no checkpoint there (not a run directory fogsim run wrote); "
                           "give the directory of an interrupted run")
     held = Claim.existing(out, "run")  # a run still going on refuses here, before its checkpoint is read
     try:
         found = checkpoint.latest(out)
         if found is None:
-            raise FogsimError(f"--resume {out}: its checkpoint went away while being read; try again")
+            raise FogsimError(f"--resume {shown_path(out)}: its checkpoint went away while being read; try again")
         prepared = prepare(out / "scenario.yaml")  # its profile files are in the run directory (provenance)
         states = DeviceStates(len(prepared.fleet), prepared.scenario.simulation.state_memory)
         try:
@@ -96,7 +96,7 @@ def prepare_resume(out: Path) -> Prepared:
             raise
         if prepared.resumed[0].round >= prepared.scenario.rounds:
             states.close()
-            raise FogsimError(f"--resume {out}: all {prepared.scenario.rounds} rounds finished already; "
+            raise FogsimError(f"--resume {shown_path(out)}: all {prepared.scenario.rounds} rounds finished already; "
                               "nothing to resume")
     except BaseException:
         held.release(True)  # nothing written, nothing to remove: only unlocked
@@ -119,7 +119,7 @@ def _expected(prepared: Prepared, out: Path) -> checkpoint.Expected:
     try:
         finished = {int(row["round"]) for row in read_rows(out / "rounds.csv")}
     except (OSError, ValueError, KeyError) as error:
-        raise FogsimError(f"--resume {out}: its rounds.csv cannot be read ({type(error).__name__}); "
+        raise FogsimError(f"--resume {shown_path(out)}: its rounds.csv cannot be read ({type(error).__name__}); "
                           "the run cannot be resumed") from None
     flower = logging.getLogger("flwr")
     level = flower.level
