@@ -325,3 +325,23 @@ def test_workers_on_both_nodes_import_fogsim_on_this_import_path(cluster):
 def test_a_run_on_the_cluster_equals_a_local_run(cluster, local_run, tmp_path):
     run_on(cluster[0], tmp_path / "cluster")
     assert_same_run(local_run, tmp_path / "cluster")
+
+
+@pytest.mark.slow
+def test_a_signal_while_connecting_to_an_address_ends_the_run_at_once(tmp_path):
+    """SIGTERM while fogsim waits on what answers at the address: exit 143 within seconds, one line."""
+    with listening(None) as address:
+        out = tmp_path / "x"
+        process = subprocess.Popen([sys.executable, "-m", "fogsim", "run", str(scenario_file(tmp_path, address)),
+                                    "--out", str(out), "--quiet"], stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 120
+        while not out.exists():  # the run directory is claimed just before Ray is reached
+            assert process.poll() is None and time.monotonic() < deadline, process.communicate()[1][-2000:]
+            time.sleep(0.02)
+        time.sleep(0.3)
+        sent = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=60)
+    assert process.returncode == 143 and time.monotonic() - sent < 5, err[-2000:]
+    assert [line for line in err.splitlines() if line.strip()] == ["fogsim: interrupted by SIGTERM; what finished "
+                                                                   "is kept"], err[-2000:]
