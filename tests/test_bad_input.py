@@ -732,7 +732,8 @@ def test_an_out_inside_a_file_is_refused_before_the_plan_is_printed(tmp_path, ca
 
 
 def test_a_sweep_whose_every_run_fails_leaves_nothing_and_can_be_run_again(tmp_path, capsys):
-    argv = ["sweep", str(write(tmp_path, scenario(training={"batch_min": 8, "weight_decay": 1}))), "--key",
+    argv = ["sweep", str(write(tmp_path, scenario(training={"batch_min": 8, "weight_decay": 1},
+                                                  simulation={"engine": "local"}))), "--key",
             "training.lr", "--values", "9", "--out", str(tmp_path / "sw"), "--quiet"]
     for _ in range(2):  # the second finds the place free, not 'already exists'
         assert main(argv) == 1

@@ -102,6 +102,7 @@ def test_version_and_short_help(capsys):
     assert "--compression" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_a_full_disk_ends_train_in_one_line_exit_1_and_leaves_nothing(tmp_path):
     """The kernel refuses writes past RLIMIT_FSIZE as a full disk does: no traceback, no half-made
     directory."""

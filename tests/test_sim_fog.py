@@ -219,6 +219,7 @@ def test_a_sweep_plans_one_run_per_cloud_every_and_refuses_a_bad_one():
         plan(QUICKSTART, "fog.cloud_every", ["2", "0"], fog)
 
 
+@pytest.mark.slow  # an end-to-end run through Ray
 def test_fogsim_run_on_ray_writes_what_the_in_process_rounds_write(tmp_path, capsys):
     """The fog layer reaches Ray's workers (the spec, with the fog nodes, travels once per worker):
     a real run gives the in-process run's files, number for number."""
