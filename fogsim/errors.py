@@ -14,6 +14,9 @@ A name the user gives (a scenario, a profile, a fog node) is one line of at most
 
 from __future__ import annotations
 
+import difflib
+import re
+
 import unicodedata
 
 from pydantic import ValidationError
@@ -92,9 +95,63 @@ def key_path(loc: tuple, prefix: str = "") -> str:
     return path
 
 
-def describe(error: ValidationError, prefix: str = "") -> str:
-    """The first problem pydantic found, as ``key.path: what is wrong``, quoting at most a short scalar."""
-    first = error.errors()[0]
+def did_you_mean(word: object, choices, prefix: str = "") -> str:
+    """``"; did you mean 'rounds'?"`` for the choice closest to ``word`` (difflib), or ``""``."""
+    if not isinstance(word, str):
+        return ""
+    close = difflib.get_close_matches(word, [str(c) for c in choices], n=1, cutoff=0.6)
+    return f"; did you mean {shown(prefix + close[0])}?" if close else ""
+
+
+def _model_at(model, loc: tuple):
+    """The pydantic model class that holds the key at ``loc`` (None where it cannot be told)."""
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            return None
+        model = _model_in(field.annotation)
+    return model
+
+
+def _model_in(annotation):
+    """The model class in ``annotation`` (``X``, ``X | None``, ``list[X]``), else None."""
+    if isinstance(annotation, type) and hasattr(annotation, "model_fields"):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _unknown_key_hint(model, loc: tuple, prefix: str, nested: dict) -> str:
+    """Did-you-mean for an unknown key at ``loc`` of ``model``: the same key one level down (a field
+    of a sub-model, or of a free-form mapping whose keys ``nested`` names: ``fleet[0].memory_budget``
+    -> ``fleet[0].overrides.memory_budget``), else a close key of the same mapping."""
+    holder = _model_at(model, loc[:-1]) if model is not None else None
+    key = loc[-1] if loc else None
+    if holder is None or not isinstance(key, str):
+        return ""
+    for name, field in holder.model_fields.items():
+        inner = _model_in(field.annotation)
+        keys = inner.model_fields if inner is not None else nested.get(name, ())
+        if key in keys:
+            return did_you_mean(key, [key], f"{key_path((*loc[:-1], name), prefix)}.")
+    where = key_path(loc[:-1], prefix)
+    return did_you_mean(key, holder.model_fields, f"{where}." if where else "")
+
+
+def describe(error: ValidationError, prefix: str = "", model=None, nested: dict | None = None) -> str:
+    """The first problem pydantic found, as ``key.path: what is wrong``, quoting at most a short scalar;
+    with ``model`` (the class validated), an unknown key gets a "did you mean" (``nested``: the keys of
+    its free-form mappings by field name), as does an unknown choice. A misspelt key is both unknown
+    and a required key missing: the unknown one is named, with the hint."""
+    errors = error.errors()
+    first = errors[0]
+    if first["type"] == "missing":
+        first = next((e for e in errors if e["type"] == "extra_forbidden"), first)
     loc = tuple(p for p in first["loc"] if not (isinstance(p, str) and p.startswith("function-")))
     if first["type"] == "invalid_key" or loc[-1:] == ("[key]",):  # a key that is a number, a date, null...
         path = key_path(loc[:-2] if loc[-1:] == ("[key]",) else loc[:-1], prefix)
@@ -103,7 +160,10 @@ def describe(error: ValidationError, prefix: str = "") -> str:
     path = key_path(loc, prefix)
     message = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
-        message = "unknown key"
+        message = "unknown key" + _unknown_key_hint(model, loc, prefix, nested or {})
+    elif first["type"] == "literal_error":
+        choices = re.findall(r"'([^']*)'", str(first.get("ctx", {}).get("expected", "")))
+        message = f"{message}, got {shown(first['input'])}{did_you_mean(first['input'], choices)}"
     elif first["type"] == "missing":
         message = "required key is missing"
     elif (not first["type"].startswith("value_error") and not isinstance(first.get("input"), (dict, list))

@@ -740,3 +740,35 @@ def test_a_sweep_whose_every_run_fails_leaves_nothing_and_can_be_run_again(tmp_p
         err = capsys.readouterr().err
         assert "sweep stopped at training.lr=9" in err and "no run finished, nothing kept" in err, err
         assert len(err.strip().splitlines()) == 1 and not (tmp_path / "sw").exists()
+
+
+@pytest.mark.parametrize("assignment, hint", [
+    ("round=3", "round: unknown key; did you mean 'rounds'?"),
+    ("pruning.compresion=5", "did you mean 'pruning.compression'?"),
+    ("fleet[0].memory_budget=64KiB", "fleet[0].memory_budget: unknown key; did you mean "
+                                     "'fleet[0].overrides.memory_budget'?"),
+    ("fleet[0].overrides.memory_budjet=64KiB", "did you mean 'fleet[0].overrides.memory_budget'?"),
+    ("fleet[0].profile=samd2", "unknown profile 'samd2'"),
+    ("model=mlp-smal", "did you mean 'mlp-small'?"),
+    ("data.name=fashion_mnist", "did you mean 'fashion-mnist'?"),
+    ("strategy.name=masked-fedavgg", "did you mean 'masked-fedavg'?"),
+    ("strategy.rule=keeper", "did you mean 'keepers'?"),
+])
+def test_an_unknown_key_or_choice_says_what_was_meant(tmp_path, capsys, assignment, hint):
+    line = refused(tmp_path, capsys, ["validate", str(write(tmp_path, scenario())), "--set", assignment],
+                   re.escape(hint))
+    if "profile=" in assignment:
+        assert "did you mean 'samd21'?" in line
+
+
+def test_a_misspelt_required_profile_key_is_named_with_the_hint(tmp_path, capsys):
+    profile = {**PROFILE}
+    profile["memory_budjet"] = profile.pop("memory_budget")
+    refused(tmp_path, capsys, with_profiles(tmp_path, {"board": profile}),
+            "board.memory_budjet: unknown key; did you mean 'board.memory_budget'?")
+
+
+def test_nothing_close_gets_no_guess(tmp_path, capsys):
+    line = refused(tmp_path, capsys, ["validate", str(write(tmp_path, scenario())), "--set", "zzzz=1"],
+                   "zzzz: unknown key")
+    assert "did you mean" not in line

@@ -20,7 +20,7 @@ import numpy as np
 from pydantic import ValidationError
 
 from fogsim.core import Plan, TrainConfig, Topology, plan
-from fogsim.errors import FogsimError, describe, shown
+from fogsim.errors import FogsimError, describe, did_you_mean, shown
 from fogsim.models import build_model
 from fogsim.sim.profiles import Profile, known_names, load_profiles
 from fogsim.sim.scenario import Scenario
@@ -100,11 +100,11 @@ def entry_profile(scenario: Scenario, index: int, profiles: dict[str, Profile]) 
     entry = scenario.fleet[index]
     if entry.profile not in profiles:
         raise FogsimError(f"fleet[{index}].profile: unknown profile {shown(entry.profile)} "
-                          f"(known: {known_names(profiles)})")
+                          f"(known: {known_names(profiles)}){did_you_mean(entry.profile, profiles)}")
     try:
         return Profile(**{**profiles[entry.profile].model_dump(), **entry.overrides})
     except ValidationError as error:
-        raise FogsimError(describe(error, f"fleet[{index}].overrides")) from None
+        raise FogsimError(describe(error, f"fleet[{index}].overrides", model=Profile)) from None
 
 
 def entry_config(scenario: Scenario, index: int, profile: Profile, model, topology: Topology,

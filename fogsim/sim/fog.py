@@ -134,7 +134,7 @@ def node_profile(scenario: Scenario, index: int) -> tuple[str, FogProfile]:
     try:
         return node.profile, FogProfile(**{**known[node.profile].model_dump(), **node.overrides})
     except ValidationError as error:
-        raise FogsimError(describe(error, f"fog.nodes[{index}].overrides")) from None
+        raise FogsimError(describe(error, f"fog.nodes[{index}].overrides", model=FogProfile)) from None
 
 
 def build_fog(scenario: Scenario, fleet: Fleet) -> FogLayer | None:

@@ -134,7 +134,7 @@ def parse_entries(data, source: str, earlier: dict[str, ProfileEntry]) -> dict[s
         try:
             profile = Profile.model_validate(merged)
         except ValidationError as error:
-            raise FogsimError(f"{where}: {describe(error, label)}") from None
+            raise FogsimError(f"{where}: {describe(error, label, model=Profile)}") from None
         resolved[name] = ProfileEntry(name, profile, source, frozenset(fields), parent)
         return resolved[name]
 

@@ -21,7 +21,8 @@ from fogsim.core.config import (MAX_BATCH, MAX_COMPRESSION, MAX_EPOCHS, MAX_LR, 
                                 TrainingSettings,
                                 PruningSettings, TrainConfig)
 from fogsim.catalog import DATASETS, MODELS
-from fogsim.errors import MAX_NAME_CHARS, FogsimError, brief, check_name, describe, key_path, shown, shown_path
+from fogsim.errors import (MAX_NAME_CHARS, FogsimError, brief, check_name, describe, did_you_mean, key_path, shown,
+                           shown_path)
 from fogsim.sim.safe_yaml import Refused, parse_yaml, read_yaml, yaml_problem
 from fogsim.units import size_field
 
@@ -45,7 +46,7 @@ class _Section(NumbersAreNotBooleans):
 
 def _one_of(name: str, known: tuple[str, ...], what: str) -> str:
     if name not in known:
-        raise ValueError(f"unknown {what} {shown(name)} (known: {', '.join(known)})")
+        raise ValueError(f"unknown {what} {shown(name)} (known: {', '.join(known)}){did_you_mean(name, known)}")
     return name
 
 
@@ -484,7 +485,10 @@ def parse_scenario(data: Any, source: str = "scenario", sets: list[str] = ()) ->
     try:
         return Scenario.model_validate(data)
     except ValidationError as error:
-        raise FogsimError(f"{shown_path(source)}: {describe(error)}") from None
+        from fogsim.sim.profiles import Profile  # the keys fleet[i].overrides takes
+
+        problem = describe(error, model=Scenario, nested={"overrides": Profile.model_fields})
+        raise FogsimError(f"{shown_path(source)}: {problem}") from None
 
 
 def load_scenario(path: str | Path, sets: list[str] = ()) -> Scenario:
