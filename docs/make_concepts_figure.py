@@ -2,8 +2,9 @@
 
 Left: a real ``dynhp`` run on the embedded digits data (one device, 60% of the memory dense
 training needs): density falls on the cubic schedule, the batch grows into the freed memory, and
-training memory ``S(d) + b·a(d)`` stays under the budget. Right: two devices' pruned uploads
-averaged by Flower's FedAvg (zeros averaged in) and by pruned-mask-aware averaging.
+training memory ``S(d) + b·a(d)`` stays under the budget. Right: the global model before a round,
+two devices' pruned uploads, and their average by Flower's FedAvg (zeros averaged in), by the
+``keepers`` rule and by ``delta``, the default (a pruned entry counts as no update).
 
     python docs/make_concepts_figure.py [--out docs/concepts.png]
 """
@@ -52,14 +53,17 @@ def draw_device(axes, trace: pd.DataFrame, summary: dict) -> None:
 
 
 def draw_averaging(axes) -> None:
+    """The global tensor before the round, two devices' pruned uploads, and three ways to average them."""
+    previous = np.array([[0.5, -0.4, 0.7], [0.3, 0.3, -0.2]])
     weights = [np.array([[0.8, -0.6, 0.0], [0.0, 0.4, 0.0]]), np.array([[0.6, 0.0, 0.9], [0.0, 0.2, -0.5]])]
     masks = [w != 0 for w in weights]
     examples = [1, 1]
-    previous = np.zeros((2, 3))
     fedavg = sum(n * w for n, w in zip(examples, weights)) / sum(examples)
-    masked = masked_average(weights, masks, examples, previous)
-    panels = [("device A upload", weights[0], masks[0]), ("device B upload", weights[1], masks[1]),
-              ("FedAvg: zeros averaged in", fedavg, None), ("mask-aware average", masked, None)]
+    keepers = masked_average(weights, masks, examples, previous, rule="keepers")
+    delta = masked_average(weights, masks, examples, previous, rule="delta")
+    panels = [("global model before", previous, None), ("device A upload", weights[0], masks[0]),
+              ("device B upload", weights[1], masks[1]), ("FedAvg: zeros averaged in", fedavg, None),
+              ("keepers: mean of who kept", keepers, None), ("delta (default): pruned = no change", delta, None)]
     for ax, (title, values, mask) in zip(axes, panels):
         ax.imshow(values, cmap="coolwarm", vmin=-1, vmax=1)
         for (i, j), v in np.ndenumerate(values):
@@ -76,10 +80,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "concepts.png")
     args = parser.parse_args(argv)
     trace, summary = dynhp_trace()
-    fig = plt.figure(figsize=(12, 5.5), constrained_layout=True)
-    grid = fig.add_gridspec(2, 3, width_ratios=[2.2, 1, 1])
+    fig = plt.figure(figsize=(14, 5.5), constrained_layout=True)
+    grid = fig.add_gridspec(2, 4, width_ratios=[2.2, 1, 1, 1])
     draw_device([fig.add_subplot(grid[0, 0]), fig.add_subplot(grid[1, 0])], trace, summary)
-    draw_averaging([fig.add_subplot(grid[r, c]) for r in (0, 1) for c in (1, 2)])
+    draw_averaging([fig.add_subplot(grid[r, c]) for r in (0, 1) for c in (1, 2, 3)])
     fig.suptitle("fogsim: budgeted devices train with DynHP; the server averages only what each device kept")
     fig.savefig(args.out, dpi=100)
     plt.close(fig)
