@@ -234,7 +234,7 @@ def run(prepared: Prepared, out: Path, on_round: Callable[[dict], None] | None =
 
     if resume and prepared.resumed is None:
         raise ValueError("resume needs a scenario prepared by prepare_resume")
-    held = prepared.held if resume else Claim(out, "run")
+    held = (prepared.held or Claim.existing(out, "run")) if resume else Claim(out, "run")
     resumed, states = prepared.resumed if resume else \
         (None, DeviceStates(len(prepared.fleet), prepared.scenario.simulation.state_memory))
     start = time.perf_counter()
