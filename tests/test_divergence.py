@@ -109,3 +109,13 @@ def test_missing_and_non_finite_numbers_are_empty_cells_and_null_everywhere():
     assert csv_row(row) == {"a": "", "b": "", "c": "", "d": 1.5, "e": "x", "f": 3}
     text = json_text({"x": [float("-inf"), {"y": float("nan")}], "z": 2.0})
     assert json.loads(text) == {"x": [None, {"y": None}], "z": 2.0} and "NaN" not in text
+
+
+def test_the_on_divergence_option_of_run_is_the_scenario_key(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["run", QUICKSTART, "--out", str(out), "--quiet", *WILD, "--set", "rounds=1",
+                 "--on-divergence", "continue"]) == 0
+    capsys.readouterr()
+    assert "on_divergence: continue" in (out / "scenario.yaml").read_text()
+    assert main(["run", QUICKSTART, "--out", str(tmp_path / "x"), "--quiet", "--on-divergence", "maybe"]) == 2
+    assert "--on-divergence 'maybe': choose stop or continue" in one_line(capsys)

@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from fogsim.cli.console import progress_bar, round_status, stderr_console, stdout_console
-from fogsim.cli.simulation import SCENARIO, SET, VERBOSE
+from fogsim.cli.simulation import ON_DIVERGENCE, SCENARIO, SET, VERBOSE, divergence_set
 
 
 def compare(runs: Optional[list[Path]] = typer.Argument(None, help="run directories written by fogsim run"),
@@ -33,7 +33,7 @@ def sweep(scenario: Path = SCENARIO,
                                              "comparison (default: runs/sweep-<name>-<time>)"),
           sets: Optional[list[str]] = SET,
           quiet: bool = typer.Option(False, "--quiet", help="no progress display"),
-          verbose: bool = VERBOSE) -> None:
+          verbose: bool = VERBOSE, on_divergence: Optional[str] = ON_DIVERGENCE) -> None:
     """Run a scenario once per value of one key, then compare the runs (fogsim compare's table, CSV and plots)."""
     from fogsim.rundir import check_free, default_run_dir, given_dir
     from fogsim.sim.compare import rich_table
@@ -42,7 +42,7 @@ def sweep(scenario: Path = SCENARIO,
     out = given_dir(out)
     if out is not None:
         check_free(out, "sweep")
-    points = plan(scenario, key, split_values(values), sets or [])
+    points = plan(scenario, key, split_values(values), [*(sets or []), *divergence_set(on_divergence)])
     out = out or default_run_dir(f"sweep-{points[0].prepared.scenario.name}")
     if quiet:
         frame = run_sweep(points, out, key, verbose=verbose)

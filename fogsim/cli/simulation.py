@@ -18,6 +18,17 @@ SET = typer.Option(None, "--set", help="change one key for this run, e.g. --set 
 
 
 VERBOSE = typer.Option(False, "--verbose", help="show Flower's and Ray's own logs (quiet by default)")
+ON_DIVERGENCE = typer.Option(None, "--on-divergence", help="stop (the scenario's default) or continue when training "
+                             "diverges: the same as --set training.on_divergence=...")
+
+
+def divergence_set(choice: Optional[str]) -> list[str]:
+    """``--on-divergence`` as the ``--set`` it stands for."""
+    if choice is None:
+        return []
+    if choice not in ("stop", "continue"):
+        raise FogsimError(f"--on-divergence {shown(choice)}: choose stop or continue")
+    return [f"training.on_divergence={choice}"]
 
 
 def run(scenario: Optional[Path] = typer.Argument(None, help="scenario YAML file, e.g. scenarios/quickstart.yaml"),
@@ -26,7 +37,7 @@ def run(scenario: Optional[Path] = typer.Argument(None, help="scenario YAML file
         resume: Optional[str] = typer.Option(None, help="go on with the interrupted run in this directory from "
                                               "its last finished round (instead of SCENARIO)"),
         quiet: bool = typer.Option(False, "--quiet", help="no progress display"),
-        verbose: bool = VERBOSE) -> None:
+        verbose: bool = VERBOSE, on_divergence: Optional[str] = ON_DIVERGENCE) -> None:
     """Run a scenario: the fleet trains with DynHP on Flower and Ray; results go to the run directory."""
     from fogsim.rundir import free_run_dir, given_dir
     from fogsim.sim.run import prepare, prepare_resume, run as run_scenario
@@ -36,9 +47,11 @@ def run(scenario: Optional[Path] = typer.Argument(None, help="scenario YAML file
     err = stderr_console()
     if (scenario is None) == (resume is None):
         raise FogsimError("give a scenario file to run, or --resume RUN_DIR to go on with an interrupted run")
+    sets = [*(sets or []), *divergence_set(on_divergence)]
     if resume is not None:
         if out is not None or sets:
-            raise FogsimError("--resume goes on with the run's own scenario and directory; drop --out and --set")
+            raise FogsimError("--resume goes on with the run's own scenario and directory; drop --out, --set and "
+                              "--on-divergence")
         prepared, out = prepare_resume(resume), resume
     else:
         prepared = prepare(scenario, sets or [])
