@@ -81,13 +81,14 @@ def _accuracy(value) -> str:
 def summary_table(summary: dict) -> Table:
     """Per profile: what its devices cost, and ``accuracy``, the final global model under each device's
     last known mask (the server's, always there); ``local accuracy``, the devices' own models after
-    their last local training, only when some trained in the last round."""
+    their last local training, only when some trained in the last round; ``device-rounds ok / failed``
+    counts a profile's devices' rounds (a device sampled in 3 rounds counts 3)."""
     wide = summary.get("wan_upload_bytes", 0) + summary.get("wan_download_bytes", 0)
     table = Table(title=f"{summary['scenario']}: accuracy {summary['accuracy']:.4f} after {summary['rounds']} rounds, "
                         f"wide area {format_bytes(wide)}, simulated {summary['sim_time_s']:.1f} s, "
                         f"wall {summary['wall_time_s']:.1f} s")
     for column in ("profile", "devices", "budget", "peak memory", "batch", "compression", "accuracy", "local accuracy",
-                   "rounds ok / failed", "uploaded", "downloaded", "simulated time"):
+                   "device-rounds ok / failed", "uploaded", "downloaded", "simulated time"):
         table.add_column(column, justify="left" if column == "profile" else "right")
     for name, tier in summary["profiles"].items():
         trained = "peak_memory_bytes" in tier
