@@ -198,6 +198,7 @@ def plot_accuracy_vs_wan(runs, path: Path) -> Path:
     ax.set_xlabel(f"wide-area bytes so far, to and from the cloud ({unit})")
     if any(len(w) and w.iloc[0] > 0 for w in wan):  # a log axis needs positive values
         ax.set_xscale("log")
+    _bytes_axis(ax, unit, "x")  # 200, not 2x10^2
     ax.set_ylabel("test accuracy of the cloud's model")
     ax.legend(fontsize="small")
     fig.suptitle(f"{len(runs)} runs: accuracy against wide-area traffic")
@@ -206,7 +207,8 @@ def plot_accuracy_vs_wan(runs, path: Path) -> Path:
 
 @_literal
 def plot_comparison(runs, frame: pd.DataFrame, out: Path) -> None:
-    """accuracy.png, accuracy_vs_upload.png, accuracy_vs_wan.png and memory_batch.png of ``runs`` (each
+    """accuracy.png, accuracy_vs_upload.png, memory_batch.png and, where a run has fog nodes,
+    accuracy_vs_wan.png of ``runs`` (each
     with ``name`` and ``rounds``) and their comparison ``frame`` (``compare.comparison_frame``) into ``out``."""
     fig = Figure(figsize=(7, 4.5), layout="constrained")
     ax = fig.subplots()
@@ -230,7 +232,8 @@ def plot_comparison(runs, frame: pd.DataFrame, out: Path) -> None:
     ax.legend(fontsize="small")
     fig.suptitle(f"{len(runs)} runs: accuracy against bytes uploaded")
     _save(fig, out / "accuracy_vs_upload.png")
-    plot_accuracy_vs_wan(runs, out / "accuracy_vs_wan.png")
+    if frame["cloud_every"].notna().any():  # flat runs only: it would repeat accuracy_vs_upload.png
+        plot_accuracy_vs_wan(runs, out / "accuracy_vs_wan.png")
 
     profiles = [p for p in dict.fromkeys(frame["profile"]) if p is not None and not pd.isna(p)]
     names = [run.name for run in runs]

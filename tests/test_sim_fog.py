@@ -161,14 +161,19 @@ def test_without_fog_the_resolved_scenario_is_what_it_was():
 
 def test_compare_and_plots_show_the_wide_area_of_flat_and_fog_runs(tmp_path):
     from fogsim.plots import plot_run
-    from fogsim.sim.compare import FILES, compare
+    from fogsim.sim.compare import FILES, compare, files_of
 
     serve_in_process(tmp_path / "flat", BASE)
     serve_in_process(tmp_path / "fog", [*BASE, *TWO_NODES])
     for run in ("flat", "fog"):
         (tmp_path / run / "summary.json").write_text("{}")
     frame = compare([tmp_path / "flat", tmp_path / "fog"], tmp_path / "cmp")
-    assert "accuracy_vs_wan.png" in FILES and all((tmp_path / "cmp" / f).is_file() for f in FILES)
+    files = files_of(frame)
+    assert "accuracy_vs_wan.png" in files and all((tmp_path / "cmp" / f).is_file() for f in files)
+    flat_only = compare([tmp_path / "flat"], tmp_path / "cmp-flat")
+    assert not (tmp_path / "cmp-flat" / "accuracy_vs_wan.png").exists() and "accuracy_vs_wan" not in \
+        (tmp_path / "cmp-flat" / "comparison.md").read_text(), "for flat runs it repeats accuracy_vs_upload"
+    assert files_of(flat_only) == FILES
     per_run = frame.drop_duplicates("run").set_index("run")
     flat_rounds, fog_rounds = (pd.read_csv(tmp_path / r / "rounds.csv") for r in ("flat", "fog"))
     assert per_run.loc["fog", "wan_bytes"] == fog_rounds["wan_upload_bytes"].sum() + fog_rounds[

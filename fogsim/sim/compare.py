@@ -31,8 +31,18 @@ RUN_FIELDS = ["run", "path", "scenario", "strategy", "method", "rounds", "final_
               "sim_time_s"]
 PROFILE_FIELDS = ["profile", "devices", "budget_bytes", "peak_memory_bytes", "final_batch_size", "profile_accuracy"]
 COLUMNS = RUN_FIELDS + PROFILE_FIELDS
-FILES = ["comparison.csv", "comparison.md", "accuracy.png", "memory_batch.png", "accuracy_vs_upload.png",
-         "accuracy_vs_wan.png"]
+FILES = ["comparison.csv", "comparison.md", "accuracy.png", "memory_batch.png", "accuracy_vs_upload.png"]
+WAN_PLOT = "accuracy_vs_wan.png"  # only where a run has fog nodes: for flat runs it repeats accuracy_vs_upload
+
+
+def with_fog(frame: pd.DataFrame) -> bool:
+    """Whether some run of the comparison ``frame`` has fog nodes (a cloud period)."""
+    return bool(frame["cloud_every"].notna().any())
+
+
+def files_of(frame: pd.DataFrame) -> list[str]:
+    """The files a comparison of ``frame``'s runs writes."""
+    return FILES + ([WAN_PLOT] if with_fog(frame) else [])
 # Columns added with fog nodes: a run written before them is read as a flat run (devices' traffic
 # crosses the wide area, every round is a cloud round, every device talks to the server).
 # Per file: the column, and the column it copies or the value it takes.
@@ -290,13 +300,14 @@ def markdown(frame: pd.DataFrame) -> str:
     lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in table_rows(frame)]
     lines += ["", "Paths:", ""] + [f"- `{n}`: `{p}`" for n, p in dict(zip(frame["run"], frame["path"])).items()]
     lines += ["", "![accuracy per round](accuracy.png)", "", "![peak memory and batch size per profile]"
-              "(memory_batch.png)", "", "![accuracy against upload](accuracy_vs_upload.png)", "",
-              "![accuracy against wide-area traffic](accuracy_vs_wan.png)", ""]
+              "(memory_batch.png)", "", "![accuracy against upload](accuracy_vs_upload.png)", ""]
+    if with_fog(frame):
+        lines += [f"![accuracy against wide-area traffic]({WAN_PLOT})", ""]
     return "\n".join(lines)
 
 
 def write_comparison(runs: list[Run], out: Path) -> pd.DataFrame:
-    """Write comparison.csv, comparison.md and the three plots into the existing directory ``out``."""
+    """Write comparison.csv, comparison.md and the plots (``files_of``) into the existing directory ``out``."""
     frame = comparison_frame(runs)
     csv_frame(frame).to_csv(out / "comparison.csv", index=False)
     (out / "comparison.md").write_text(markdown(frame))
