@@ -61,6 +61,10 @@ def _bytes_axis(ax, unit: str, axis: str = "y") -> None:
             else ""))
 
 
+MARKERS = ("o", "s", "^", "D", "v", "P")  # one per profile, so that identical lines stay told apart
+DASHES = ("-", "--", "-.", ":")
+
+
 def _round_axis(ax) -> None:
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("round")
@@ -123,22 +127,28 @@ def plot_run(out: Path, title: str | None = None) -> list[Path]:
     fig.suptitle(f"{title}: accuracy per round")
     paths = [_save(fig, out / "accuracy.png")]
 
-    fig = Figure(figsize=(7, 7), layout="constrained")
+    fig = Figure(figsize=(9, 7), layout="constrained")
     axes = fig.subplots(2, 1, sharex=True)
     unit, scale = byte_unit(pd.concat([ok["peak_memory_bytes"], ok["budget_bytes"]]))
+    every_round = pd.Index(rounds["round"], name="round")
     for i, (key, group) in enumerate(ok.groupby("profile", sort=False)):
+        # A round in which none of the profile's devices finished is a gap, not a straight line; profiles
+        # on the same schedule draw the same line, so each has its own marker and dash as well as colour.
         per_round = group.groupby("round")
-        color, profile = f"C{i}", plain(key)
-        axes[0].plot(per_round["density"].mean(), marker="o", color=color, label=profile)
-        axes[1].plot(per_round["peak_memory_bytes"].max() / scale, marker="o", color=color, label=f"{profile} peak")
-        axes[1].axhline(group["budget_bytes"].iloc[0] / scale, color=color, ls="--", lw=1, label=f"{profile} budget")
+        style = {"color": f"C{i}", "marker": MARKERS[i % len(MARKERS)], "ls": DASHES[i % len(DASHES)], "ms": 5}
+        profile = plain(key)
+        axes[0].plot(per_round["density"].mean().reindex(every_round), label=profile, **style)
+        axes[1].plot(per_round["peak_memory_bytes"].max().reindex(every_round) / scale, label=f"{profile} peak",
+                     **style)
+        axes[1].axhline(group["budget_bytes"].iloc[0] / scale, color=style["color"], ls=(0, (6, 3)), lw=1,
+                        label=f"{profile} budget")
     axes[0].set_ylabel("density d (mean of the profile's devices)")
     axes[0].set_ylim(0, 1.05)
-    axes[0].legend(loc="upper right", fontsize="small")
+    axes[0].legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize="small")  # beside, never over a line
     axes[1].set_ylabel(f"training memory ({unit})")
     axes[1].set_yscale("log")
     _bytes_axis(axes[1], unit)
-    axes[1].legend(fontsize="small")
+    axes[1].legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize="small")
     _round_axis(axes[1])
     fig.suptitle(f"{title}: density and memory per profile")
     paths.append(_save(fig, out / "devices.png"))

@@ -2,6 +2,7 @@
 whatever names the user gave drawn literally."""
 
 import matplotlib
+import numpy as np
 import pandas as pd
 import pytest
 from matplotlib.figure import Figure
@@ -125,3 +126,32 @@ def test_compare_plots_runs_in_hostile_directories(tmp_path, capsys, monkeypatch
     out = capsys.readouterr().out
     assert "$\\frac$" in out and "[b] $a$b" in out
     assert all((tmp_path / "cmp" / f).stat().st_size > 0 for f in ("accuracy.png", "memory_batch.png"))
+
+
+def test_devices_plot_shows_failed_rounds_as_gaps_tells_identical_lines_apart_and_keeps_legends_off_the_data(
+        tmp_path, monkeypatch):
+    """Two profiles on the same schedule draw the same line; a round in which every device of a profile
+    failed is a gap, not a straight line across it."""
+    from fogsim import plots
+
+    rounds = [{c: 0 for c in ROUND_COLUMNS} | {"round": r, "accuracy": 0.5, "upload_bytes": 10, "download_bytes": 10}
+              for r in (1, 2, 3)]
+    clients = [{c: 0 for c in CLIENT_COLUMNS} | {"round": r, "client_id": d, "profile": p, "density": 1 / r,
+                                                 "peak_memory_bytes": 20_000, "budget_bytes": 24_576,
+                                                 "failed": int(p == "b" and r == 2)}
+               for r in (1, 2, 3) for d, p in ((0, "a"), (1, "b"))]
+    pd.DataFrame(rounds).to_csv(tmp_path / "rounds.csv", index=False)
+    pd.DataFrame(clients).to_csv(tmp_path / "clients.csv", index=False)
+    saved, save = [], plots._save
+    monkeypatch.setattr(plots, "_save", lambda fig, path: saved.append((path.name, fig)) or save(fig, path))
+    plot_run(tmp_path, "run")
+    fig = dict(saved)["devices.png"]
+    fig.canvas.draw()
+    density = fig.axes[0]
+    a, b = density.get_lines()[:2]
+    assert list(a.get_ydata()) == [1, 0.5, 1 / 3]
+    assert b.get_ydata()[0] == 1 and np.isnan(b.get_ydata()[1]), "b's failed round 2 is a gap"
+    assert (a.get_marker(), a.get_linestyle()) != (b.get_marker(), b.get_linestyle()), "same line, told apart"
+    for ax in fig.axes:
+        legend = ax.get_legend()
+        assert legend.get_window_extent().x0 >= ax.get_window_extent().x1, "the legend is beside the data"
