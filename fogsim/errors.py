@@ -100,7 +100,11 @@ def did_you_mean(word: object, choices, prefix: str = "") -> str:
     if not isinstance(word, str):
         return ""
     close = difflib.get_close_matches(word, [str(c) for c in choices], n=1, cutoff=0.6)
-    return f"; did you mean {shown(prefix + close[0])}?" if close else ""
+    return _meant(prefix + close[0]) if close else ""
+
+
+def _meant(text: str) -> str:
+    return f"; did you mean {shown(text)}?"
 
 
 def _model_at(model, loc: tuple):
@@ -138,7 +142,7 @@ def _unknown_key_hint(model, loc: tuple, prefix: str, nested: dict) -> str:
         inner = _model_in(field.annotation)
         keys = inner.model_fields if inner is not None else nested.get(name, ())
         if key in keys:
-            return did_you_mean(key, [key], f"{key_path((*loc[:-1], name), prefix)}.")
+            return _meant(f"{key_path((*loc[:-1], name), prefix)}.{key}")
     where = key_path(loc[:-1], prefix)
     return did_you_mean(key, holder.model_fields, f"{where}." if where else "")
 

@@ -35,7 +35,8 @@ def json_text(value) -> str:
 
 def csv_row(row: dict) -> dict:
     """A row for ``csv.DictWriter`` in which a missing or non-finite number is an empty cell."""
-    return {k: ("" if v is None else v) for k, v in missing_if_not_finite(row).items()}
+    return {k: "" if v is None or (isinstance(v, (float, np.floating)) and not math.isfinite(v)) else v
+            for k, v in row.items()}
 
 
 def csv_frame(frame: pd.DataFrame) -> pd.DataFrame:

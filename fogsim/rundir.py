@@ -88,13 +88,14 @@ def check_free(out: Path, kind: str, overwrite: bool = False) -> None:
         raise FogsimError(f"--out {shown_path(out)}: is a symlink to nothing usable; choose another --out")
     if out.exists() and not out.is_dir():
         raise FogsimError(f"--out {shown_path(out)}: is a file; choose another --out")
-    above = next((p for p in out.absolute().parents if p.exists()), None)
-    if not out.exists() and above is not None and not above.is_dir():
-        raise FogsimError(f"--out {shown_path(out)}: cannot be made inside the file {shown_path(above)}; "
-                          "choose another --out")
-    if not out.exists() and above is not None and not os.access(above, os.W_OK | os.X_OK):
-        raise FogsimError(f"--out {shown_path(out)}: cannot be made in {shown_path(above)} (permission denied); "
-                          "choose another --out")
+    if not out.exists():  # the nearest folder that exists must take it
+        above = next((p for p in out.absolute().parents if p.exists()), None)
+        if above is not None and not above.is_dir():
+            raise FogsimError(f"--out {shown_path(out)}: cannot be made inside the file {shown_path(above)}; "
+                              "choose another --out")
+        if above is not None and not os.access(above, os.W_OK | os.X_OK):
+            raise FogsimError(f"--out {shown_path(out)}: cannot be made in {shown_path(above)} (permission "
+                              "denied); choose another --out")
     if not out.is_dir() or not any(out.iterdir()):
         return
     hint = "choose another --out" + (" or pass --overwrite" if kind == "train" else "")

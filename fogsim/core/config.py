@@ -10,6 +10,7 @@ a method, schedule or criterion, extend its Literal and implement it.
 
 from __future__ import annotations
 
+import math
 from typing import Literal, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
@@ -25,7 +26,7 @@ CriterionName = Literal["magnitude"]                    # implemented in core/im
 Scope = Literal["global", "layer"]
 Granularity = Literal["unstructured", "structured"]
 OnDivergence = Literal["stop", "continue"]
-DIVERGED_LOSS = 100.0  # x ln(classes): a loss above it (or not finite) has diverged (core/trainer.py)
+DIVERGED_LOSS = 100.0  # x ln(classes): a loss above it (or not finite) has diverged (``has_diverged``)
 METHODS = get_args(Method)
 
 # Bounds that keep every number a user can give finite and every loop and allocation it drives sane.
@@ -34,6 +35,19 @@ MAX_EPOCHS = 1_000_000     # passes over the data; also bounds the samples a sch
 MAX_BATCH = 1_000_000      # samples per step; no device's memory holds more activations
 MAX_LR = 10.0              # beyond this, SGD and Adam only diverge
 MAX_SEED = 2**32 - 1       # scikit-learn's random_state (the digits split) takes no more; numpy and torch take it too
+
+
+def has_diverged(loss: float, num_classes: int) -> bool:
+    """Whether a cross-entropy ``loss`` has diverged: not finite, or above ``DIVERGED_LOSS`` times
+    ln(classes) (chance is ln(classes)). Where training stops on it: ``training.on_divergence``."""
+    return not loss <= DIVERGED_LOSS * math.log(max(num_classes, 2))  # NaN compares false
+
+
+def lower_advice(settings: list[tuple[str, str]], on_divergence: str) -> str:
+    """What to do about a divergence: lower one of ``settings`` (name and value as shown, likeliest
+    first), or go on with ``on_divergence`` (the name of that setting where the user gives it)."""
+    lower = " or ".join(f"{name} (now {value})" for name, value in settings)
+    return f"lower {lower}, or set {on_divergence} to continue for the numbers anyway"
 
 
 def _numbers_only(annotation) -> bool:

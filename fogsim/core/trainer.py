@@ -23,7 +23,7 @@ from typing import Callable, Hashable
 import torch
 from torch import nn
 
-from fogsim.core.config import DIVERGED_LOSS, TrainConfig
+from fogsim.core.config import TrainConfig, has_diverged, lower_advice
 from fogsim.core.importance import make_criterion
 from fogsim.core.masks import MaskSet
 from fogsim.core.memory import Footprint, MemoryAccountant
@@ -138,10 +138,10 @@ class Diverged(FogsimError):
 
     def advice(self, lr: str, weight_decay: str, on_divergence: str) -> str:
         """What to lower, with the values used, and how to go on anyway."""
-        lower = f"lower {lr} (now {self.config.lr:g})"
+        settings = [(lr, f"{self.config.lr:g}")]
         if self.config.weight_decay > 0:
-            lower += f" or {weight_decay} (now {self.config.weight_decay:g})"
-        return f"{lower}, or set {on_divergence} to continue for the numbers anyway"
+            settings.append((weight_decay, f"{self.config.weight_decay:g}"))
+        return lower_advice(settings, on_divergence)
 
 
 class DeviceTrainer:
@@ -161,7 +161,7 @@ class DeviceTrainer:
         self.accountant = MemoryAccountant(model, self.topology, config.optimizer, self.plan.layout, num_classes)
         self.criterion = make_criterion(config.criterion, config.scope, config.granularity)
         self.optimizer = make_optimizer(model.parameters(), config)
-        self.diverged_above = DIVERGED_LOSS * math.log(max(num_classes, 2))
+        self.num_classes = num_classes
         self.stop_on_divergence = config.on_divergence == "stop"
         self._proposals: dict[tuple, dict[str, torch.Tensor]] = {}  # by (origin, density): see start()
         self.masks: MaskSet | None = MaskSet(self.model, self.topology, hard=config.hard) if config.prunes else None
@@ -284,7 +284,7 @@ class DeviceTrainer:
             take = min(self.batch_size, samples - done, len(order))
             batch, order = order[:take], order[take:]
             loss = self._step(x[batch], y[batch])
-            if self.stop_on_divergence and not loss <= self.diverged_above:  # NaN compares false
+            if self.stop_on_divergence and has_diverged(loss, self.num_classes):
                 raise Diverged(self.steps + 1, loss, self.config)
             memory = self.footprint.at(take)
             if memory > self.budget:

@@ -5,9 +5,9 @@ directory: the global arrays (``arrays.npz``), every device's state (``devices.n
 next pruning point, whether it trained, and its mask as an index into the distinct masks), the
 server optimizer's state (``strategy.npz``: FedAvgM's momentum, FedAdam's moments; empty for
 the averaging strategies), and ``round.json``, written last, which makes the checkpoint complete. It names the round, the
-hash of the run's resolved ``scenario.yaml`` and of its fleet plan, the directory the
-scenario's profile files are relative to, and a manifest of the three array files (size and
-SHA-256 of each). Only the newest complete checkpoint is kept.
+hash of the run's resolved ``scenario.yaml`` and of its fleet plan, and a manifest of the three
+array files (size and SHA-256 of each); the scenario's profile files are in the run directory
+(``provenance``). Only the newest complete checkpoint is kept.
 
 A checkpoint is trusted only once verified (``load``): the manifest against the files, every
 global array's name, dtype and shape against the scenario's model, every device array against

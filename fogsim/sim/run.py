@@ -284,13 +284,14 @@ def run(prepared: Prepared, out: Path, on_round: Callable[[dict], None] | None =
                                    num_supernodes=job.nodes, backend_config=backend_config(scenario, verbose))
                 finally:
                     undo()
-        except RunDiverged as error:  # the local engine: as the server raised it
-            raise SimulationFailed(f"{error}; {_kept(out)}") from None
-        except (FogsimError, KeyboardInterrupt):
+        except KeyboardInterrupt:
             raise
         except Exception as error:  # the engine, a worker or the server failed: one line, not a hang
-            if isinstance(_innermost(error), RunDiverged):  # Flower's engine wraps what the server raised
-                raise SimulationFailed(f"{_innermost(error)}; {_kept(out)}") from None
+            diverged = _in_chain(error, RunDiverged)  # as the server raised it, or wrapped by Flower's engine
+            if diverged is not None:
+                raise SimulationFailed(f"{diverged}; {_kept(out)}") from None
+            if isinstance(error, FogsimError):
+                raise
             raise SimulationFailed(f"the simulation failed: {_reason(error)}; "
                                    f"{_kept(out)}{'' if verbose or local else ' (--verbose shows the engine log)'}") \
                 from None
@@ -332,6 +333,13 @@ class SimulationFailed(FogsimError):
     """The simulation could not finish; the rounds it finished are kept."""
 
     exit_code = 1
+
+
+def _in_chain(error: BaseException | None, kind: type[BaseException]) -> BaseException | None:
+    """The first exception of ``kind`` in ``error``'s chain of causes, ``error`` included."""
+    while error is not None and not isinstance(error, kind):
+        error = error.__cause__ or error.__context__
+    return error
 
 
 def _innermost(error: BaseException) -> BaseException:

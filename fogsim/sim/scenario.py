@@ -18,7 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from fogsim.core.config import (MAX_BATCH, MAX_COMPRESSION, MAX_EPOCHS, MAX_LR, MAX_SEED, NumbersAreNotBooleans,
-                                TrainingSettings,
+                                TrainingSettings, lower_advice,
                                 PruningSettings, TrainConfig)
 from fogsim.catalog import DATASETS, MODELS
 from fogsim.errors import (MAX_NAME_CHARS, FogsimError, brief, check_name, describe, did_you_mean, key_path, shown,
@@ -346,13 +346,13 @@ class Scenario(_Section):
 
     def divergence_advice(self) -> str:
         """What to change when training diverged, with the values this scenario used."""
-        lower = f"training.lr (now {self.training.lr:g})"
+        settings = [("training.lr", f"{self.training.lr:g}")]
         if self.training.weight_decay > 0:
-            lower += f" or training.weight_decay (now {self.training.weight_decay:g})"
+            settings.append(("training.weight_decay", f"{self.training.weight_decay:g}"))
         if self.strategy.name.endswith(("fedavgm", "fedadam")):  # a server optimizer takes its own steps
             now = "Flower's default" if self.strategy.server_lr is None else f"{self.strategy.server_lr:g}"
-            lower = f"strategy.server_lr (now {now}) or {lower}"
-        return f"lower {lower}, or set training.on_divergence to continue for the numbers anyway"
+            settings.insert(0, ("strategy.server_lr", now))
+        return lower_advice(settings, "training.on_divergence")
 
     def train_config(self, compression: float) -> TrainConfig:
         """The core's config for one device; the pruning window is laid out over all rounds."""

@@ -29,7 +29,6 @@ mask, and ``fog_nodes.csv`` has every node's own aggregate, traffic and time (``
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -41,7 +40,7 @@ from flwr.app import ArrayRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 
 from fogsim.core import Topology, evaluate
-from fogsim.core.config import DIVERGED_LOSS
+from fogsim.core.config import has_diverged
 from fogsim.data import Dataset
 from fogsim.models import build_model
 from fogsim.sim import checkpoint, cost
@@ -184,8 +183,7 @@ class RoundEnd:
         """Stop the run, before the round is written, where the global model's test loss is not
         finite or above the bound a device's training is held to (``training.on_divergence``)."""
         scenario = self.spec.scenario
-        bound = DIVERGED_LOSS * math.log(max(self.job.data.num_classes, 2))
-        if scenario.training.on_divergence == "stop" and not loss <= bound:
+        if scenario.training.on_divergence == "stop" and has_diverged(loss, self.job.data.num_classes):
             raise RunDiverged(f"the global model diverged in round {round_} (test loss {loss:.4g}): "
                               f"{scenario.divergence_advice()}")
 
