@@ -625,7 +625,7 @@ def test_names_are_at_most_100_characters(tmp_path, capsys, where):
     build, prefix = NAMED[where]
     line = refused(tmp_path, capsys, validated(build(tmp_path, "n" * 101 + SECRET)),
                    prefix + "(String should have|a name has) at most 100 characters")
-    assert SECRET not in line and len(line) < 200, line
+    assert SECRET not in line and len(line.replace(str(tmp_path), "")) < 160, line  # the name is cut short
 
 
 def test_a_name_of_100_characters_and_any_printable_text_is_fine(tmp_path, capsys):

@@ -134,12 +134,15 @@ def test_a_signal_stops_train_at_once_with_its_exit_code_and_leaves_nothing(tmp_
     assert not out.exists(), "a half-trained run leaves no directory"
 
 
-def test_resume_refuses_what_it_cannot_resume(tmp_path, uninterrupted):
+def test_resume_refuses_what_it_cannot_resume(tmp_path, uninterrupted, capsys):
+    """In this process (the console's own exit codes and lines: test_cli_simulation)."""
+    from fogsim.cli import main
+
     def refused(*args):
-        process = fogsim("run", *args)
-        _, err = process.communicate(timeout=120)
+        code = main(["run", *args])
+        err = capsys.readouterr().err
         lines = [line for line in err.splitlines() if line.strip()]
-        assert process.returncode == 2 and len(lines) == 1 and "Traceback" not in err, err
+        assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
         return lines[0]
 
     assert "no checkpoint there" in refused("--resume", str(tmp_path))
