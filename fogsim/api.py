@@ -57,16 +57,20 @@ def run_scenario(scenario: str | Path, sets: Sequence[str] = (), out: str | Path
 
 def sweep_scenario(scenario: str | Path, key: str, values: Sequence[str], sets: Sequence[str] = (),
                    out: str | Path | None = None, *, on_run: Callable[[int, str], None] | None = None,
-                   verbose: bool = False) -> pd.DataFrame:
-    """Run ``scenario`` once per value of ``key`` into ``out/<key>=<value>`` and return the comparison
-    (``comparison.csv``, also written to ``out`` with its plots); ``on_run(index, value)`` is called
-    as each run starts."""
+                   verbose: bool = False, seeds: Sequence[int] | None = None) -> pd.DataFrame:
+    """Run ``scenario`` once per value of ``key`` into ``out/<key>=<value>`` (with ``seeds``, once per value and
+    seed into ``out/<key>=<value>,seed=<seed>``) and return the comparison (``comparison.csv``, also written
+    to ``out`` with its plots, and with ``groups.csv`` and ``sweep.png``: mean and standard deviation over
+    seeds); ``on_run(index, value)`` is called as each run starts."""
     from fogsim.rundir import check_free, default_run_dir
     from fogsim.sim.sweep import plan, sweep
 
     if out is not None:
         check_free(Path(out), "sweep")
-    points = plan(Path(scenario), key, [str(v) for v in values], list(sets))
+    from fogsim.sim.sweep import split_seeds
+
+    chosen = None if seeds is None else split_seeds(",".join(str(s) for s in seeds))
+    points = plan(Path(scenario), key, [str(v) for v in values], list(sets), chosen)
     directory = Path(out) if out is not None else default_run_dir(f"sweep-{points[0].prepared.scenario.name}")
     on_start = (lambda index, point: on_run(index, point.value)) if on_run else None
     return sweep(points, directory, key, on_start=on_start, verbose=verbose)

@@ -19,7 +19,7 @@ import matplotlib
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter, MaxNLocator
+from matplotlib.ticker import FuncFormatter, MaxNLocator, NullLocator
 
 from fogsim.errors import one_line
 
@@ -282,3 +282,52 @@ def plot_comparison(runs, frame: pd.DataFrame, out: Path) -> None:
     axes[1].legend(fontsize="small")
     fig.suptitle(f"{len(runs)} runs: peak memory and batch size per profile")
     _save(fig, out / "memory_batch.png")
+
+
+@_literal
+def plot_sweep(groups: pd.DataFrame, keys: list[str], sizes: list[str], path: Path) -> Path:
+    """sweep.png: final accuracy, and each profile's accuracy, against the swept value, mean over seeds with
+    the standard deviation as error bars (``compare.groups_of``'s frame). One swept key of numbers or sizes is
+    a numeric axis (sizes: a log axis in bytes); otherwise each group of runs is one labelled position."""
+    from fogsim.sim.groups import show_value
+
+    per_group = groups.drop_duplicates(keys or ["scenario"]).reset_index(drop=True)
+    numeric = len(keys) == 1 and pd.api.types.is_numeric_dtype(per_group[keys[0]]) \
+        and per_group[keys[0]].notna().all()
+    fig = Figure(figsize=(7.5, 4.5), layout="constrained")
+    ax = fig.subplots()
+    if numeric:
+        key = keys[0]
+        order = per_group[key].astype(float).sort_values().index
+        position = {i: float(per_group.at[i, key]) for i in order}
+        values = pd.Series(position)
+        if key in sizes or (values.min() > 0 and values.max() / values.min() >= 10):
+            ax.set_xscale("log")
+        ax.set_xticks(list(values), [show_value(per_group.at[i, key], key in sizes) for i in values.index])
+        ax.xaxis.set_minor_locator(NullLocator())  # the ticks are the swept values, in their units
+        ax.set_xlabel(plain(key))
+    else:
+        order = per_group.index
+        position = {i: float(n) for n, i in enumerate(order)}
+        labels = [", ".join(f"{k}={show_value(per_group.at[i, k], k in sizes)}" for k in keys)
+                  or str(per_group.at[i, "scenario"]) for i in order]
+        ax.set_xticks(list(position.values()), [plain(label) for label in labels], rotation=20, ha="right")
+        ax.set_xlabel("runs that differ only in seed")
+    xs = [position[i] for i in order]
+    final = per_group.loc[order]
+    ax.errorbar(xs, final["final_accuracy_mean"].astype(float), yerr=final["final_accuracy_std"].astype(float),
+                color="black", lw=2, marker="o", capsize=4, label="global model, all devices' test set")
+    profiles = [p for p in dict.fromkeys(groups["profile"]) if p is not None and not pd.isna(p)]
+    for n, profile in enumerate(profiles):
+        rows = groups[groups["profile"] == profile]
+        rows = per_group[keys or ["scenario"]].loc[order].merge(rows, how="left", on=keys or ["scenario"])
+        ax.errorbar(xs, rows["profile_accuracy_mean"].astype(float), yerr=rows["profile_accuracy_std"].astype(float),
+                    color=f"C{n}", marker=MARKERS[n % len(MARKERS)], ls=DASHES[n % len(DASHES)], capsize=3,
+                    alpha=0.85, label=plain(f"{profile} (under its devices' masks)"))
+    ax.set_ylabel("final test accuracy")
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0)
+    seeds = per_group["runs"]
+    said = f"{seeds.min()} seed{'s' if seeds.min() > 1 else ''}" if seeds.min() == seeds.max() \
+        else f"{seeds.min()}-{seeds.max()} seeds"
+    fig.suptitle(plain(f"accuracy against {', '.join(keys) or 'seed'}: mean ± sd over {said}"))
+    return _save(fig, path)

@@ -8,7 +8,7 @@ import yaml
 
 from fogsim.cli import main
 from fogsim.errors import FogsimError
-from fogsim.sim.compare import COLUMNS, FILES, compare, load_run
+from fogsim.sim.compare import COLUMNS, FILES, GROUP_FILES, compare, load_run
 from fogsim.sim.reports import CLIENT_COLUMNS, ROUND_COLUMNS
 
 
@@ -17,14 +17,15 @@ def _wide_tables(monkeypatch):
     monkeypatch.setenv("COLUMNS", "250")
 
 
-def fake_run(path, accuracy, fleet, strategy="masked-fedavg", upload=100, batches=None, failed=(), tiers=None):
+def fake_run(path, accuracy, fleet, strategy="masked-fedavg", upload=100, batches=None, failed=(), tiers=None,
+             scenario=None):
     """A schema-correct run directory: ``fleet`` maps profile -> (devices, budget, peak memory).
 
     ``batches`` maps profile -> batch_size_max per round; ``failed`` holds (round, client_id) pairs;
-    ``tiers`` maps profile -> its accuracy in summary.json."""
+    ``tiers`` maps profile -> its accuracy in summary.json; ``scenario``: more keys of scenario.yaml."""
     path.mkdir(parents=True)
     (path / "scenario.yaml").write_text(yaml.safe_dump({"name": "fake", "strategy": {"name": strategy},
-                                                        "pruning": {"method": "dynhp"}}))
+                                                        "pruning": {"method": "dynhp"}, **(scenario or {})}))
     rounds, clients, client_id = [], [], 0
     ids = {}
     for profile, (count, _, _) in fleet.items():
@@ -50,6 +51,9 @@ def fake_run(path, accuracy, fleet, strategy="masked-fedavg", upload=100, batche
     return path
 
 
+WITH_STRATEGY = [*COLUMNS[:3], "seed", "strategy.name", *COLUMNS[3:]]  # two_fleets' runs differ in strategy.name
+
+
 @pytest.fixture
 def two_fleets(tmp_path):
     a = fake_run(tmp_path / "a", [0.5, 0.8, 0.7], {"samd21": (2, 24576, 20000), "rpi4": (1, 2 ** 30, 4_000_000)},
@@ -63,9 +67,11 @@ def two_fleets(tmp_path):
 def test_files_columns_and_values(two_fleets, tmp_path, capsys):
     out = tmp_path / "cmp"
     assert main(["compare", *map(str, two_fleets), "--out", str(out)]) == 0
-    assert sorted(p.name for p in out.iterdir()) == sorted([".fogsim", *FILES]), "the marker says fogsim made it"
+    assert sorted(p.name for p in out.iterdir()) == sorted([".fogsim", *FILES, *GROUP_FILES]), \
+        "the marker says fogsim made it; the runs differ in strategy.name, so they are grouped by it"
     frame = pd.read_csv(out / "comparison.csv")
-    assert list(frame.columns) == COLUMNS
+    assert list(frame.columns) == WITH_STRATEGY
+    assert frame["seed"].isna().all() and list(frame["strategy.name"].unique()) == ["masked-fedavg", "fedavg"]
     # the union of the profiles for every run: 2 runs x 3 profiles
     assert len(frame) == 6 and set(frame["profile"]) == {"samd21", "rpi4", "esp32-s3"}
     a = frame[frame["run"] == "a"].set_index("profile")
@@ -200,10 +206,60 @@ def test_the_public_api_compares_and_loads_runs(two_fleets, tmp_path):
     import fogsim
 
     frame = fogsim.compare_runs(two_fleets)
-    assert list(frame.columns) == COLUMNS and set(frame["run"]) == {"a", "b"}
+    assert list(frame.columns) == WITH_STRATEGY and set(frame["run"]) == {"a", "b"}
     assert not (tmp_path / "out").exists(), "without out nothing is written"
     written = fogsim.compare_runs(two_fleets, tmp_path / "out")
     pd.testing.assert_frame_equal(frame, written)
     assert all((tmp_path / "out" / name).stat().st_size > 0 for name in FILES)
     run = fogsim.load_run(two_fleets[0])
     assert list(run.rounds["accuracy"]) == [0.5, 0.8, 0.7]
+
+
+def test_runs_that_differ_only_in_seed_are_one_group(tmp_path, capsys):
+    """What differs besides the seed is a typed column (sizes in bytes); runs differing only in seed are grouped:
+    mean and standard deviation over seeds, in the table by value, groups.csv and comparison.md."""
+    runs = []
+    for budget, finals in (("16KiB", (0.5, 0.7)), ("1MiB", (0.8, 0.9))):
+        for seed, final in enumerate(finals):
+            runs.append(fake_run(tmp_path / f"{budget}-{seed}", [0.1, final], {"samd21": (1, 1, 1)},
+                                 tiers={"samd21": final - 0.1},
+                                 scenario={"seed": seed, "fleet": [{"profile": "samd21",
+                                                                    "overrides": {"memory_budget": budget}}]}))
+    out = tmp_path / "cmp"
+    assert main(["compare", *map(str, runs), "--out", str(out)]) == 0
+    frame = pd.read_csv(out / "comparison.csv")
+    assert list(frame.columns[2:5]) == ["scenario", "seed", "fleet[0].overrides.memory_budget"]
+    assert list(frame["seed"]) == [0, 1, 0, 1]
+    assert list(frame["fleet[0].overrides.memory_budget"]) == [16384, 16384, 2 ** 20, 2 ** 20]
+    groups = pd.read_csv(out / "groups.csv")
+    assert list(groups["fleet[0].overrides.memory_budget"]) == [16384, 2 ** 20]
+    assert list(groups["final_accuracy_mean"]) == pytest.approx([0.6, 0.85])
+    assert list(groups["final_accuracy_std"]) == pytest.approx([0.1414214, 0.0707107])
+    assert list(groups["profile_accuracy_mean"]) == pytest.approx([0.5, 0.75])
+    printed = capsys.readouterr().out
+    assert "0.6000 ± 0.1414" in printed and "1.00 MiB" in printed and "16.00 KiB" in printed
+    assert "more than seed noise" in " ".join(printed.split()), "0.25 apart; 2 pooled standard deviations: 0.2236"
+
+
+@pytest.mark.parametrize("finals, verdict", [((0.5, 0.52, 0.9, 0.92), "more than seed noise"),
+                                             ((0.5, 0.7, 0.55, 0.75), "within seed noise"),
+                                             ((0.5, 0.9), "from one seed each")])
+def test_the_note_says_whether_values_differ_by_more_than_seed_noise(tmp_path, capsys, finals, verdict):
+    seeds = len(finals) // 2
+    runs = [fake_run(tmp_path / f"{i}", [final], {"samd21": (1, 1, 1)}, scenario={"seed": i % seeds, "training": {"lr": i // seeds}})
+            for i, final in enumerate(finals)]
+    assert main(["compare", *map(str, runs), "--out", str(tmp_path / "cmp")]) == 0
+    printed = " ".join(capsys.readouterr().out.split())
+    assert verdict in printed
+    assert verdict in (tmp_path / "cmp" / "comparison.md").read_text()
+
+
+def test_swept_values_are_typed_and_keys_are_those_of_set():
+    from fogsim.sim.groups import flatten, typed, varying_keys
+
+    assert flatten({"a": {"b": [1, {"c": 2}], "d": {}}, "e": []}) == {"a.b[0]": 1, "a.b[1].c": 2, "e": "[]"}
+    assert typed(["16KiB", 24576, None]) == [16384, 24576, None], "sizes and whole numbers of bytes"
+    assert typed(["50%", "1MiB"]) == ["50%", "1MiB"], "a percentage is not a size: the column stays text"
+    assert typed([0.1, 1]) == [0.1, 1] and typed([True, 1]) == ["True", "1"]
+    assert varying_keys([{"name": "a", "seed": 0, "x": {"y": 1}}, {"name": "b", "seed": 1, "x": {"y": 2}, "z": 3}]) \
+        == ["x.y", "z"], "name and seed are never swept columns; a key only one run has is"

@@ -11,16 +11,27 @@ from fogsim.cli.console import progress_bar, round_status, stderr_console, stdou
 from fogsim.cli.simulation import ON_DIVERGENCE, SCENARIO, SET, VERBOSE, divergence_set
 
 
+def print_comparison(frame) -> None:
+    """The table of runs and, where runs differ in a key or in seed, the table by value."""
+    from fogsim.sim.compare import group_table, rich_table
+
+    console = stdout_console()
+    console.print(rich_table(frame))
+    groups = group_table(frame)
+    if groups is not None:
+        console.print(groups)
+
+
 def compare(runs: Optional[list[Path]] = typer.Argument(None, help="run directories written by fogsim run"),
             out: Optional[str] = typer.Option(None, help="where to write the comparison (default: "
                                                "runs/compare-<time>)")) -> None:
     """Compare finished runs: a table, comparison.csv / .md and overlaid plots of accuracy, memory, batch, upload."""
     from fogsim.rundir import default_run_dir, given_dir
-    from fogsim.sim.compare import compare as compare_runs, rich_table
+    from fogsim.sim.compare import compare as compare_runs
 
     out = given_dir(out) or default_run_dir("compare")
     frame = compare_runs(runs or [], out)
-    stdout_console().print(rich_table(frame))
+    print_comparison(frame)
     stdout_console().print(f"comparison written to {out}")
 
 
@@ -31,18 +42,22 @@ def sweep(scenario: Path = SCENARIO,
                                      "e.g. 256KiB,512KiB,1MiB"),
           out: Optional[str] = typer.Option(None, help="sweep directory: one run directory per value and the "
                                              "comparison (default: runs/sweep-<name>-<time>)"),
+          seeds: Optional[str] = typer.Option(None, help="comma-separated seeds, e.g. 0,1,2: every value runs once per "
+                                              "seed, and the table and sweep.png show mean ± standard deviation "
+                                              "over them (default: the scenario's own seed, one run per value)"),
           sets: Optional[list[str]] = SET,
           quiet: bool = typer.Option(False, "--quiet", help="no progress display"),
           verbose: bool = VERBOSE, on_divergence: Optional[str] = ON_DIVERGENCE) -> None:
-    """Run a scenario once per value of one key, then compare the runs (fogsim compare's table, CSV and plots)."""
+    """Run a scenario once per value of one key (and per seed), then compare the runs: fogsim compare's table,
+    CSV and plots, and accuracy against the value (groups.csv, sweep.png)."""
     from fogsim.rundir import check_free, default_run_dir, given_dir
-    from fogsim.sim.compare import rich_table
-    from fogsim.sim.sweep import plan, split_values, sweep as run_sweep
+    from fogsim.sim.sweep import plan, split_seeds, split_values, sweep as run_sweep
 
     out = given_dir(out)
     if out is not None:
         check_free(out, "sweep")
-    points = plan(scenario, key, split_values(values), [*(sets or []), *divergence_set(on_divergence)])
+    points = plan(scenario, key, split_values(values), [*(sets or []), *divergence_set(on_divergence)],
+                  split_seeds(seeds))
     out = out or default_run_dir(f"sweep-{points[0].prepared.scenario.name}")
     if quiet:
         frame = run_sweep(points, out, key, verbose=verbose)
@@ -63,7 +78,7 @@ def sweep(scenario: Path = SCENARIO,
                 bar.update(rounds, status=f"round {round_}: clients {done}/{total} ...")
             frame = run_sweep(points, out, key, on_start, on_round, verbose, on_client)
             bar.update(runs, completed=len(points), status="comparing")
-    stdout_console().print(rich_table(frame))
+    print_comparison(frame)
     stdout_console().print(f"sweep directory: {out}")
 
 

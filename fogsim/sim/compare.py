@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from fogsim.errors import FogsimError, brief, shown_path
+from fogsim.sim.groups import group_frame, noise_note, settings, show_value
 from fogsim.rundir import claim
 from fogsim.sim.outputs import FOG_FILE
 from fogsim.sim.reports import CLIENT_COLUMNS, FOG_COLUMNS, ROUND_COLUMNS, TEXT_COLUMNS
@@ -33,6 +34,7 @@ PROFILE_FIELDS = ["profile", "devices", "budget_bytes", "peak_memory_bytes", "fi
 COLUMNS = RUN_FIELDS + PROFILE_FIELDS
 FILES = ["comparison.csv", "comparison.md", "accuracy.png", "memory_batch.png", "accuracy_vs_upload.png"]
 WAN_PLOT = "accuracy_vs_wan.png"  # only where a run has fog nodes: for flat runs it repeats accuracy_vs_upload
+GROUP_FILES = ["groups.csv", "sweep.png"]  # only where the runs differ in a key or in their seed (``grouped``)
 
 
 def with_fog(frame: pd.DataFrame) -> bool:
@@ -42,7 +44,7 @@ def with_fog(frame: pd.DataFrame) -> bool:
 
 def files_of(frame: pd.DataFrame) -> list[str]:
     """The files a comparison of ``frame``'s runs writes."""
-    return FILES + ([WAN_PLOT] if with_fog(frame) else [])
+    return FILES + ([WAN_PLOT] if with_fog(frame) else []) + (GROUP_FILES if grouped(frame) else [])
 # Columns added with fog nodes: a run written before them is read as a flat run (devices' traffic
 # crosses the wide area, every round is a cloud round, every device talks to the server).
 # Per file: the column, and the column it copies or the value it takes.
@@ -226,19 +228,43 @@ def profile_fields(run: Run, profile: str) -> dict:
             "profile_accuracy": accuracy}
 
 
+def setting_column(key: str) -> str:
+    """comparison.csv's column for the swept key ``key``: the key itself, or ``scenario.<key>`` where the key
+    is also the name of one of the comparison's own columns (``rounds``: the rounds a run finished)."""
+    return f"scenario.{key}" if key in COLUMNS else key
+
+
 def comparison_frame(runs: list[Run]) -> pd.DataFrame:
-    """The tidy comparison: one row per run and profile (the union of all runs' profiles)."""
+    """The tidy comparison: one row per run and profile (the union of all runs' profiles), with each run's
+    seed and its value of every key the runs differ in (``groups.settings``); ``frame.attrs`` holds
+    those keys' columns (``swept``) and which of them are sizes (``sizes``)."""
     profiles = list(dict.fromkeys(p for run in runs for p in _profiles(run)))
+    seeds, values, sizes = settings([run.scenario for run in runs])
+    swept = [setting_column(k) for k in values]
     rows = []
-    for run in runs:
+    for index, run in enumerate(runs):
         fields = run_fields(run)
+        given = {"seed": seeds[index], **{setting_column(k): v[index] for k, v in values.items()}}
         for profile in profiles or [None]:
-            rows.append({**fields, **(profile_fields(run, profile) if profile is not None
-                                      else {f: None for f in PROFILE_FIELDS})})
-    frame = pd.DataFrame(rows, columns=COLUMNS)
-    for column in ("devices", "budget_bytes", "peak_memory_bytes", "final_batch_size", "best_round"):
+            rows.append({**fields, **given, **(profile_fields(run, profile) if profile is not None
+                                               else {f: None for f in PROFILE_FIELDS})})
+    at = COLUMNS.index("scenario") + 1
+    frame = pd.DataFrame(rows, columns=[*COLUMNS[:at], "seed", *swept, *COLUMNS[at:]])
+    for column in ("seed", "devices", "budget_bytes", "peak_memory_bytes", "final_batch_size", "best_round",
+                   *[setting_column(k) for k in sizes]):
         frame[column] = frame[column].astype("Int64")
+    frame.attrs.update(swept=swept, sizes=[setting_column(k) for k in sizes])
     return frame
+
+
+def grouped(frame: pd.DataFrame) -> bool:
+    """Whether the comparison has something to group: keys the runs differ in, or runs differing only in seed."""
+    return bool(frame.attrs.get("swept")) or frame.drop_duplicates("run")["seed"].nunique() > 1
+
+
+def groups_of(frame: pd.DataFrame) -> pd.DataFrame:
+    """``groups.group_frame`` of the comparison ``frame``, grouped by the keys its runs differ in."""
+    return group_frame(frame, frame.attrs.get("swept", []))
 
 
 TABLE_HEADERS = ["run", "scenario", "strategy", "final acc", "best (round)", "global density", "uploaded",
@@ -303,7 +329,63 @@ def markdown(frame: pd.DataFrame) -> str:
               "(memory_batch.png)", "", "![accuracy against upload](accuracy_vs_upload.png)", ""]
     if with_fog(frame):
         lines += [f"![accuracy against wide-area traffic]({WAN_PLOT})", ""]
-    return "\n".join(lines)
+    return "\n".join(lines + group_markdown(frame))
+
+
+def _mean_sd(mean, sd) -> str:
+    if mean is None or pd.isna(mean):
+        return ""
+    return f"{mean:.4f}" if sd is None or pd.isna(sd) else f"{mean:.4f} ± {sd:.4f}"
+
+
+def group_rows(frame: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
+    """Headers and rows of the table by value: one row per group of runs that differ only in seed, its
+    swept values, seeds, final accuracy and each profile's accuracy (mean ± standard deviation over seeds)."""
+    keys, sizes = frame.attrs.get("swept", []), frame.attrs.get("sizes", [])
+    groups = groups_of(frame)
+    profiles = [p for p in dict.fromkeys(groups["profile"]) if p is not None and not pd.isna(p)]
+    headers = [*keys, "seeds", "final acc", *[f"{p} acc" for p in profiles]]
+    rows = []
+    for _, group in groups.groupby(keys or ["scenario"], sort=False, dropna=False):
+        first = group.iloc[0]
+        by_profile = group.set_index("profile")
+        rows.append([*[show_value(first[k], k in sizes) for k in keys], first["seeds"] or str(first["runs"]),
+                     _mean_sd(first["final_accuracy_mean"], first["final_accuracy_std"]),
+                     *[_mean_sd(by_profile.at[p, "profile_accuracy_mean"], by_profile.at[p, "profile_accuracy_std"])
+                       if p in by_profile.index else "" for p in profiles]])
+    return headers, rows
+
+
+def group_note(frame: pd.DataFrame) -> str | None:
+    """Whether the values' final accuracies differ by more than seed noise (``groups.noise_note``)."""
+    return noise_note(groups_of(frame), frame.attrs.get("swept", [])) if grouped(frame) else None
+
+
+def group_table(frame: pd.DataFrame):
+    """The rich table by value, or None where the runs differ neither in a key nor in seed."""
+    if not grouped(frame):
+        return None
+    from rich.table import Table
+
+    headers, rows = group_rows(frame)
+    table = Table(title="by value: mean ± standard deviation over seeds", caption=group_note(frame))
+    for i, column in enumerate(headers):
+        table.add_column(column, justify="left" if i < len(frame.attrs.get("swept", [])) else "right",
+                         overflow="fold")
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
+def group_markdown(frame: pd.DataFrame) -> list[str]:
+    if not grouped(frame):
+        return []
+    headers, rows = group_rows(frame)
+    note = group_note(frame)
+    return ["## By value (mean ± standard deviation over seeds)", "", "| " + " | ".join(headers) + " |",
+            "|" + "---|" * len(headers), *["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rows],
+            "", *([note[0].upper() + note[1:] + ".", ""] if note else []), "![accuracy against the swept value](sweep.png)",
+            "", "Data: `groups.csv`.", ""]
 
 
 def write_comparison(runs: list[Run], out: Path) -> pd.DataFrame:
@@ -311,9 +393,13 @@ def write_comparison(runs: list[Run], out: Path) -> pd.DataFrame:
     frame = comparison_frame(runs)
     csv_frame(frame).to_csv(out / "comparison.csv", index=False)
     (out / "comparison.md").write_text(markdown(frame))
-    from fogsim.plots import plot_comparison  # matplotlib only when plots are drawn
+    from fogsim.plots import plot_comparison, plot_sweep  # matplotlib only when plots are drawn
 
     plot_comparison(runs, frame, out)
+    if grouped(frame):
+        groups = groups_of(frame)
+        csv_frame(groups).to_csv(out / "groups.csv", index=False)
+        plot_sweep(groups, frame.attrs.get("swept", []), frame.attrs.get("sizes", []), out / "sweep.png")
     return frame
 
 

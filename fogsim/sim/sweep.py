@@ -1,10 +1,12 @@
-"""``fogsim sweep``: one scenario run once per value of one key, then compared.
+"""``fogsim sweep``: one scenario run once per value of one key (and per seed), then compared.
 
 The whole sweep is planned before anything runs: every value's scenario is prepared (parsed,
 profiles resolved, budgets checked), so a bad key, a bad value or an infeasible budget for any
 value fails at once, naming the value, and leaves no directory behind. Then each value runs into
-``OUT/<key>=<value>/`` and the comparison of all of them (``fogsim compare``'s files) is written
-into ``OUT`` itself. A run that crashes stops the sweep; the runs already finished are kept.
+``OUT/<key>=<value>/`` (with ``--seeds``, once per seed into ``OUT/<key>=<value>,seed=<seed>/``)
+and the comparison of all of them (``fogsim compare``'s files, with the table by value and
+``sweep.png``) is written into ``OUT`` itself. A run that crashes stops the sweep; the runs
+already finished are kept.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import pandas as pd
 
 from fogsim.errors import FogsimError, brief, shown, shown_path
 from fogsim.rundir import Claim
+from fogsim.sim.scenario import MAX_SEED
 
 
 class SweepStopped(FogsimError):
@@ -33,11 +36,12 @@ MAX_RUN_NAME = 100  # characters of a run directory's name; a longer one is cut 
 
 @dataclass
 class Point:
-    """One value of the sweep: its prepared scenario and its run directory's name."""
+    """One value (and seed) of the sweep: its prepared scenario and its run directory's name."""
 
     value: str
     prepared: object
     name: str
+    seed: int | None = None
 
 
 def split_values(text: str) -> list[str]:
@@ -46,6 +50,21 @@ def split_values(text: str) -> list[str]:
     if not text.strip() or any(not v for v in values):
         raise FogsimError(f"--values {shown(text)}: give a comma-separated list, e.g. --values 5,10,20")
     return values
+
+
+def split_seeds(text: str | None) -> list[int] | None:
+    """``"0,1,2"`` -> ``[0, 1, 2]``; None (no ``--seeds``): each run keeps the scenario's own seed."""
+    if text is None:
+        return None
+    parts = [p.strip() for p in text.split(",")]
+    if not text.strip() or not all(re.fullmatch(r"[0-9]+", p) and int(p) <= MAX_SEED for p in parts):
+        raise FogsimError(f"--seeds {shown(text)}: give comma-separated whole numbers from 0 to {MAX_SEED}, "
+                          "e.g. --seeds 0,1,2")
+    seeds = [int(p) for p in parts]
+    if len(set(seeds)) != len(seeds):
+        twice = sorted({str(s) for s in seeds if seeds.count(s) > 1})
+        raise FogsimError(f"--seeds: {', '.join(twice)} given more than once")
+    return seeds
 
 
 def slug(text: str) -> str:
@@ -70,13 +89,15 @@ def _listed(values: list[str], limit: int = 5) -> str:
     return ", ".join(brief(v) for v in values[:limit]) + more
 
 
-def _setting(key: str, value: str) -> str:
-    """``key=value`` for a message, cut short."""
-    return brief(f"{key}={value}", 80)
+def _setting(key: str, value: str, seed: int | None = None) -> str:
+    """``key=value`` (and the seed) for a message, cut short."""
+    return brief(f"{key}={value}", 80) + (f" seed={seed}" if seed is not None else "")
 
 
-def plan(scenario: Path, key: str, values: list[str], sets: list[str] = ()) -> list[Point]:
-    """Prepare every value's scenario (the sweep's value wins over a ``--set`` of the same key)."""
+def plan(scenario: Path, key: str, values: list[str], sets: list[str] = (),
+         seeds: list[int] | None = None) -> list[Point]:
+    """Prepare every value's scenario, once per seed of ``seeds`` (None: the scenario's own seed); the
+    sweep's value and seed win over a ``--set`` of the same key."""
     from fogsim.sim.run import prepare
 
     key = key.strip()
@@ -88,6 +109,8 @@ def plan(scenario: Path, key: str, values: list[str], sets: list[str] = ()) -> l
     if len(set(values)) != len(values):
         twice = sorted(v for v, n in Counter(values).items() if n > 1)
         raise FogsimError(f"--values: {_listed(twice)} given more than once")
+    if seeds is not None and key == "seed":
+        raise FogsimError("--key seed with --seeds: give the seeds once, with --seeds")
     points, names = [], {}
     for value in values:
         name = run_name(key, value)
@@ -95,11 +118,13 @@ def plan(scenario: Path, key: str, values: list[str], sets: list[str] = ()) -> l
             raise FogsimError(f"--values: {shown(names[name])} and {shown(value)} would share the run directory "
                               f"{brief(name)}")
         names[name] = value
-        try:
-            prepared = prepare(scenario, [*sets, f"{key}={value}"])
-        except FogsimError as error:
-            raise FogsimError(f"sweep value {_setting(key, value)}: {error}") from None
-        points.append(Point(value, prepared, name))
+        for seed in seeds if seeds is not None else [None]:
+            given = [f"seed={seed}"] if seed is not None else []
+            try:
+                prepared = prepare(scenario, [*sets, f"{key}={value}", *given])
+            except FogsimError as error:
+                raise FogsimError(f"sweep value {_setting(key, value)}: {error}") from None
+            points.append(Point(value, prepared, name if seed is None else f"{name},seed={seed}", seed))
     return points
 
 
@@ -129,10 +154,10 @@ def sweep(points: list[Point], out: Path, key: str,
                 reason = brief(str(error).splitlines()[0], 300) if str(error).strip() else type(error).__name__
                 if not _holds_runs(out):  # the sweep directory goes, so a rerun finds the place free
                     reason = reason.removesuffix("; no round finished, nothing kept")
-                    raise SweepStopped(f"sweep stopped at {_setting(key, point.value)}: {reason}; no run "
+                    raise SweepStopped(f"sweep stopped at {_setting(key, point.value, point.seed)}: {reason}; no run "
                                        "finished, nothing kept") from None
                 done = _listed([p.name for p in finished]) if finished else "none"
-                raise SweepStopped(f"sweep stopped at {_setting(key, point.value)}: {reason}; finished runs kept "
+                raise SweepStopped(f"sweep stopped at {_setting(key, point.value, point.seed)}: {reason}; finished runs kept "
                                    f"in {shown_path(out)}: {done}") from None
             finished.append(point)
         runs = [load_run(out / p.name) for p in points]
