@@ -1,4 +1,4 @@
-"""Draw docs/concepts.png, the README's picture of DynHP and mask-aware averaging.
+"""Draw docs/concepts.png, the picture of DynHP and mask-aware averaging in docs/concepts.md.
 
 Left: a real ``dynhp`` run on the embedded digits data (one device, 60% of the memory dense
 training needs): density falls on the cubic schedule, the batch grows into the freed memory, and
