@@ -21,7 +21,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MaxNLocator, NullLocator
 
-from fogsim.errors import one_line
+from fogsim.errors import brief, one_line
 
 DPI = 110
 UNITS = (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024), ("B", 1))
@@ -309,10 +309,15 @@ def plot_sweep(groups: pd.DataFrame, keys: list[str], sizes: list[str], path: Pa
     else:
         order = per_group.index
         position = {i: float(n) for n, i in enumerate(order)}
-        labels = [", ".join(f"{k}={show_value(per_group.at[i, k], k in sizes)}" for k in keys)
-                  or str(per_group.at[i, "scenario"]) for i in order]
-        ax.set_xticks(list(position.values()), [plain(label) for label in labels], rotation=20, ha="right")
-        ax.set_xlabel("runs that differ only in seed")
+        if len(keys) <= 2:
+            labels = ["\n".join(brief(f"{k}={show_value(per_group.at[i, k], k in sizes)}", 40) for k in keys)
+                      or str(per_group.at[i, "scenario"]) for i in order]
+            ax.set_xlabel("runs that differ only in seed")
+        else:  # too many keys to write under each position: the rows of groups.csv, in order
+            labels = [str(n + 1) for n in range(len(order))]
+            ax.set_xlabel(f"group of runs that differ only in seed (the rows of groups.csv, in order; they differ in "
+                          f"{len(keys)} keys)")
+        ax.set_xticks(list(position.values()), [plain(label) for label in labels])
     xs = [position[i] for i in order]
     final = per_group.loc[order]
     ax.errorbar(xs, final["final_accuracy_mean"].astype(float), yerr=final["final_accuracy_std"].astype(float),

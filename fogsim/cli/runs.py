@@ -7,19 +7,17 @@ from typing import Optional
 
 import typer
 
-from fogsim.cli.console import progress_bar, round_status, stderr_console, stdout_console
+from fogsim.cli.console import print_table, progress_bar, round_status, stderr_console, stdout_console
 from fogsim.cli.simulation import ON_DIVERGENCE, SCENARIO, SET, VERBOSE, divergence_set
 
 
 def print_comparison(frame) -> None:
     """The table of runs and, where runs differ in a key or in seed, the table by value."""
-    from fogsim.sim.compare import group_table, rich_table
+    from fogsim.sim.compare import group_table, rich_tables
 
-    console = stdout_console()
-    console.print(rich_table(frame))
-    groups = group_table(frame)
-    if groups is not None:
-        console.print(groups)
+    for table in [*rich_tables(frame), group_table(frame)]:
+        if table is not None:
+            print_table(table)
 
 
 def compare(runs: Optional[list[Path]] = typer.Argument(None, help="run directories written by fogsim run"),

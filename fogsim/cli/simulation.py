@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from fogsim.cli.console import progress_bar, round_status, stderr_console, stdout_console
+from fogsim.cli.console import print_table, progress_bar, round_status, stderr_console, stdout_console
 from fogsim.cli.tables import bits, fog_table, flops, plan_table, summary_table
 from fogsim.errors import FogsimError, shown
 from fogsim.units import format_bytes
@@ -60,9 +60,9 @@ def run(scenario: Optional[Path] = typer.Argument(None, help="scenario YAML file
     if quiet:
         summary = run_scenario(prepared, out, verbose=verbose, resume=resuming)
     else:
-        err.print(plan_table(prepared))
+        print_table(plan_table(prepared), err)
         if (fogs := fog_table(prepared)) is not None:
-            err.print(fogs)
+            print_table(fogs, err)
         with progress_bar(err) as bar:
             task = bar.add_task("rounds", total=prepared.scenario.rounds, status="starting Ray ...")
 
@@ -72,7 +72,7 @@ def run(scenario: Optional[Path] = typer.Argument(None, help="scenario YAML file
             def on_client(round_: int, done: int, total: int) -> None:
                 bar.update(task, status=f"round {round_}: clients {done}/{total} ...")
             summary = run_scenario(prepared, out, on_round, verbose, on_client, resume=resuming)
-    stdout_console().print(summary_table(summary))
+    print_table(summary_table(summary))
     stdout_console().print(f"run directory: {out}")
 
 
@@ -81,9 +81,9 @@ def validate(scenario: Path = SCENARIO, sets: Optional[list[str]] = SET) -> None
     from fogsim.sim.run import prepare
 
     prepared = prepare(scenario, sets or [])
-    stdout_console().print(plan_table(prepared))
+    print_table(plan_table(prepared))
     if (fogs := fog_table(prepared)) is not None:
-        stdout_console().print(fogs)
+        print_table(fogs)
     stdout_console().print(f"{scenario}: valid")
 
 
@@ -110,7 +110,7 @@ def profiles_list(files: Optional[list[Path]] = FILES) -> None:
     for name, p in load_profiles(files or []).items():
         table.add_row(name, format_bytes(p.memory_budget), flops(p.flops), bits(p.uplink), bits(p.downlink),
                       f"{p.availability:g}", f"{p.failure_rate:g}")
-    stdout_console().print(table)
+    print_table(table)
 
 
 def _field_value(field: str, value) -> str:
@@ -142,7 +142,7 @@ def profiles_show(ctx: typer.Context, name: str = typer.Argument(..., help="prof
         table.add_row(field, _field_value(field, value), "default" if setter is None else
                       ("this profile" if setter is entry else f"base {setter.name} ({Path(setter.source).name})"))
     out = stdout_console()
-    out.print(table)
+    print_table(table, out)
     out.print(f"source: {entry.source}", soft_wrap=True, highlight=False)
     chain = " <- ".join(f"{e.name} ({e.source})" for e in entry.chain)
     out.print(f"derived from: {chain}" if chain else "derived from: nothing (a complete definition)",
@@ -164,7 +164,7 @@ def keys(markdown: bool = typer.Option(False, "--markdown", help="print a Markdo
         table.add_column(column)
     for row in reference():
         table.add_row(*row)
-    stdout_console().print(table)
+    print_table(table)
 
 
 def register(app: typer.Typer) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from rich.table import Table
 
-from fogsim.cli.console import stdout_console
+from fogsim.cli.console import print_table, stdout_console
 from fogsim.units import format_bytes
 
 
@@ -122,5 +122,5 @@ def print_training_summary(summary: dict, out: Path) -> None:
     ]
     for name, value in rows:
         table.add_row(name, value)
-    stdout_console().print(table)
+    print_table(table)
     stdout_console().print(f"run directory: {out}")

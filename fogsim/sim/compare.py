@@ -269,9 +269,10 @@ def groups_of(frame: pd.DataFrame) -> pd.DataFrame:
 
 TABLE_HEADERS = ["run", "scenario", "strategy", "final acc", "best (round)", "global density", "uploaded",
                  "wide area", "simulated time", "profile", "devices", "budget", "peak memory", "final batch", "profile acc"]
-# the printed table: shorter headers, and no scenario column (it is in the CSV and Markdown)
-CONSOLE_HEADERS = ["run", "strategy", "final acc", "best (round)", "density", "upload", "WAN", "sim time", "profile",
-                   "devices", "budget", "peak mem", "batch", "prof acc"]
+# the printed tables: shorter headers, no scenario column (it is in the CSV and Markdown), and two tables
+# (one row per run; one row per run and profile) so that neither is mostly empty cells
+RUN_HEADERS = ["run", "strategy", "final acc", "best (round)", "density", "upload", "WAN", "sim time"]
+PROFILE_HEADERS = ["run", "profile", "devices", "budget", "peak mem", "batch", "prof acc"]
 
 
 def _fmt(value, how) -> str:
@@ -299,20 +300,22 @@ def table_rows(frame: pd.DataFrame) -> list[list[str]]:
     return rows
 
 
-def rich_table(frame: pd.DataFrame):
+def rich_tables(frame: pd.DataFrame) -> list:
+    """The comparison as printed: the runs, then their profiles (a profile with empty cells: the run has none)."""
     from rich.table import Table
 
-    table = Table(title=f"comparison of {frame['run'].nunique()} runs (a profile with empty cells: the run has "
-                        "no such devices)")
-    for column in CONSOLE_HEADERS:
-        text = column in ("strategy", "profile")  # may fold; a run's name never does, so it can be searched for
-        table.add_column(column, justify="left" if text or column == "run" else "right", overflow="fold",
-                         no_wrap=not text)
     rows = table_rows(frame)
+    runs = Table(title=f"comparison of {frame['run'].nunique()} runs")
+    profiles = Table(title="per profile (empty cells: the run has no such devices)")
+    for table, headers in ((runs, RUN_HEADERS), (profiles, PROFILE_HEADERS)):
+        for column in headers:
+            table.add_column(column, justify="left" if column in ("run", "strategy", "profile") else "right")
     for i, row in enumerate(rows):
+        if row[0]:
+            runs.add_row(row[0], *row[2:9])
         last_of_run = i + 1 == len(rows) or rows[i + 1][0] != ""
-        table.add_row(*row[:1], *row[2:], end_section=last_of_run)
-    return table
+        profiles.add_row(row[0], *row[9:], end_section=last_of_run)
+    return [runs, profiles]
 
 
 def markdown(frame: pd.DataFrame) -> str:

@@ -115,9 +115,11 @@ def noise_note(groups: pd.DataFrame, keys: list[str]) -> str | None:
         return None
     means = per_group["final_accuracy_mean"].astype(float)
     spread = means.max() - means.min()
-    if (per_group["runs"] < 2).any():
-        return (f"final accuracy differs by {spread:.4f} between the values, from one seed each: run them with "
-                "several seeds (fogsim sweep --seeds 0,1,2) to see whether that is more than seed noise")
+    single = int((per_group["runs"] < 2).sum())
+    if single:
+        which = "from one seed each" if single == len(per_group) else f"and {single} of them ran with one seed only"
+        return (f"final accuracy differs by {spread:.4f} between the values, {which}: run them with several "
+                "seeds (fogsim sweep --seeds 0,1,2) to see whether that is more than seed noise")
     sd = math.sqrt((per_group["final_accuracy_std"].astype(float) ** 2).mean())  # pooled over groups
     if spread <= NOISE_SDS * sd:
         return (f"final accuracy differs by {spread:.4f} between the values, within seed noise "
