@@ -65,7 +65,7 @@ def table(results: dict[str, list[dict]]) -> str:
         upload = statistics.mean(s["upload_bytes"] for s in runs)
         tiers = ", ".join(
             f"{p}: {format_bytes(max(r['profiles'][p]['peak_memory_bytes'] for r in runs))} / "
-            f"{format_bytes(t['budget_bytes'])} ({statistics.mean(r['profiles'][p]['final_compression'] for r in runs):.1f}x)"
+            f"{format_bytes(t['budget_bytes'])} ({statistics.mean(r['profiles'][p]['trained_compression'] for r in runs):.1f}x)"
             for p, t in runs[0]["profiles"].items())
         lines.append(
             f"| {name} | {statistics.mean(acc):.4f} ± {std:.4f} | {statistics.mean(s['accuracy_last3'] for s in runs):.4f} | "

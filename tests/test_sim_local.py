@@ -25,6 +25,23 @@ def test_the_quickstart_runs_locally_without_starting_ray(tmp_path, monkeypatch)
     assert len(pd.read_csv(tmp_path / "run" / "rounds.csv")) == 2
 
 
+def test_batch_ranges_are_the_batch_sizes_chosen_within_the_plan(tmp_path):
+    """The plan says batch 8..32 for every device; a pass's last batch, cut short by the end of the data,
+    is not a batch size the device chose, and counting its samples made the results say 2..24."""
+    prepared = prepare(QUICKSTART, ["rounds=2"])
+    summary = run(prepared, tmp_path / "run")
+    clients = pd.read_csv(tmp_path / "run" / "clients.csv")
+    ok = clients[clients["failed"] == 0]
+    for tier in prepared.fleet.tiers:
+        mine = ok[ok["client_id"].between(tier.first, tier.first + tier.count - 1)]
+        assert (mine["batch_size_min"] >= tier.plan.batch_min).all(), tier.profile_name
+        assert (mine["batch_size_max"] <= tier.plan.batch_max).all(), tier.profile_name
+        profile = summary["profiles"][tier.profile_name]
+        assert profile["batch_size_min"] >= tier.plan.batch_min and "trained_density" in profile
+    tiers = pd.read_csv(tmp_path / "run" / "tiers.csv")
+    assert "masked_density" in tiers.columns and "density" not in tiers.columns, "which density it is, in its name"
+
+
 def test_a_device_that_crashes_mid_cohort_ends_the_run_in_one_line_and_keeps_the_rounds(tmp_path, monkeypatch):
     real = client_app.Worker.simulate
 

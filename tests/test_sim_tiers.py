@@ -67,8 +67,8 @@ def test_a_tier_not_sampled_in_the_last_round_still_has_its_accuracy(finished):
     assert tiers.loc["esp32-s3", "devices_with_mask"] == trained["esp32-s3"]
     # no mask known: the unmasked global model, which is what such a device receives
     assert tiers.loc["samd21", ["devices_with_mask", "masks_evaluated", "devices_evaluated"]].tolist() == [0, 0, 0]
-    assert tiers.loc["samd21", "density"] == pytest.approx(1.0, abs=0.01)
-    assert tiers.loc["nrf52840", "density"] < 0.5, "evaluated under its (pruned) mask"
+    assert tiers.loc["samd21", "masked_density"] == pytest.approx(1.0, abs=0.01)
+    assert tiers.loc["nrf52840", "masked_density"] < 0.5, "evaluated under its (pruned) mask"
 
     rounds, client_rows = read_run(out)
     summary = summarize("q", rounds, client_rows, prepared.fleet, 1.0, read_tiers(out))
@@ -121,7 +121,7 @@ def test_tier_accuracy_equals_an_independent_computation(finished):
     for profile, (accuracy, loss, density) in expected.items():
         assert tiers.loc[profile, "accuracy"] == pytest.approx(accuracy, abs=1e-9), profile
         assert tiers.loc[profile, "loss"] == pytest.approx(loss, rel=1e-6), profile
-        assert tiers.loc[profile, "density"] == pytest.approx(density, abs=1e-9), profile
+        assert tiers.loc[profile, "masked_density"] == pytest.approx(density, abs=1e-9), profile
 
 
 def test_tiers_csv_survives_resume(finished, tmp_path):
@@ -138,7 +138,7 @@ def test_tiers_csv_survives_resume(finished, tmp_path):
 def test_resume_removes_tiers_csv_and_a_failed_write_keeps_the_old_one(tmp_path, monkeypatch):
     files = RunFiles(tmp_path, "name: t\n")
     row = {"profile": "samd21", "devices": 2, "devices_with_mask": 1, "masks_evaluated": 1, "devices_evaluated": 1,
-           "accuracy": 0.5, "loss": 1.25, "density": 0.1}
+           "accuracy": 0.5, "loss": 1.25, "masked_density": 0.1}
     files.write_tiers([row])
     assert read_tiers(tmp_path) == [row]
     before = (tmp_path / "tiers.csv").read_bytes()
@@ -184,7 +184,7 @@ def test_one_pass_per_distinct_mask_and_a_seeded_cap_per_profile(monkeypatch):
     end = RoundEnd(job, Grid(states, 3))
     rows = {r["profile"]: r for r in end.evaluate_tiers(arrays)}
     assert len(passes) == 4, "three masks and the unmasked model, each once"
-    assert rows["samd21"]["devices_with_mask"] == 0 and rows["samd21"]["density"] == pytest.approx(1.0, abs=1e-3)
+    assert rows["samd21"]["devices_with_mask"] == 0 and rows["samd21"]["masked_density"] == pytest.approx(1.0, abs=1e-3)
     nrf = rows["nrf52840"]
     assert (nrf["devices"], nrf["devices_with_mask"], nrf["masks_evaluated"], nrf["devices_evaluated"]) == (2, 1, 1, 1)
     esp = rows["esp32-s3"]
@@ -194,7 +194,7 @@ def test_one_pass_per_distinct_mask_and_a_seeded_cap_per_profile(monkeypatch):
               for which, device in ((0, 4), (1, 5), (2, 6))}
     assert esp["accuracy"] == pytest.approx((single[0]["accuracy"] + single[1]["accuracy"]
                                              + 2 * single[2]["accuracy"]) / 4), "each device counts once"
-    assert esp["density"] == pytest.approx(np.mean([0.2, 0.5, 0.8, 0.8]), abs=0.02)
+    assert esp["masked_density"] == pytest.approx(np.mean([0.2, 0.5, 0.8, 0.8]), abs=0.02)
 
     monkeypatch.setattr(server_app, "TIER_MASKS", 2)
     capped = [next(r for r in RoundEnd(job, Grid(states, 3)).evaluate_tiers(arrays) if r["profile"] == "esp32-s3")

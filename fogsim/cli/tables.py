@@ -87,7 +87,7 @@ def summary_table(summary: dict) -> Table:
     table = Table(title=f"{summary['scenario']}: accuracy {summary['accuracy']:.4f} after {summary['rounds']} rounds, "
                         f"wide area {format_bytes(wide)}, simulated {summary['sim_time_s']:.1f} s, "
                         f"wall {summary['wall_time_s']:.1f} s")
-    for column in ("profile", "devices", "budget", "peak memory", "batch", "compression", "accuracy", "local accuracy",
+    for column in ("profile", "devices", "budget", "peak memory", "chosen batch", "compression", "accuracy", "local accuracy",
                    "device-rounds ok / failed", "uploaded", "downloaded", "simulated time"):
         table.add_column(column, justify="left" if column == "profile" else "right")
     for name, tier in summary["profiles"].items():
@@ -96,7 +96,7 @@ def summary_table(summary: dict) -> Table:
             name, str(tier["devices"]), format_bytes(tier["budget_bytes"]),
             format_bytes(tier["peak_memory_bytes"]) if trained else "-",
             f"{tier['batch_size_min']}..{tier['batch_size_max']}" if trained else "-",
-            f"{tier['final_compression']:.3g}x" if trained else "-",
+            f"{tier['trained_compression']:.3g}x" if trained else "-",
             _accuracy(tier.get("accuracy")), _accuracy(tier.get("local_accuracy")),
             f"{tier['rounds_trained']} / {tier['rounds_failed']}",
             format_bytes(tier["upload_bytes"]) if trained else "-",

@@ -293,7 +293,7 @@ class DeviceTrainer:
             self.progress += take
             self.steps += 1
             row = {"step": self.steps, "progress": self.progress, "density": self.density,
-                   "batch_size": take, "lr": self.lr, "loss": loss,
+                   "batch_size": take, "planned_batch": self.batch_size, "lr": self.lr, "loss": loss,
                    "state_bytes": self.footprint.state_bytes,
                    "activation_bytes": take * self.footprint.activation_bytes,
                    "memory_bytes": memory, "budget_bytes": self.budget}

@@ -176,10 +176,13 @@ class Worker:
         else:
             upload = pack_masked_state(weights, pruned or self._full) if packed else dense_masked_state(weights, pruned)
             upload_bytes = encoded_nbytes(upload)
+        # The batch sizes the device chose (within its plan's range), not the samples of a pass's last,
+        # partial batch, which the end of the data cuts short.
+        full = [s["planned_batch"] for s in steps]
         report = DeviceReport(
             peak_memory_bytes=int(max(s["memory_bytes"] for s in steps)),
-            batch_size_min=int(min(s["batch_size"] for s in steps)),
-            batch_size_max=int(max(s["batch_size"] for s in steps)),
+            batch_size_min=int(min(full)),
+            batch_size_max=int(max(full)),
             density=float(trainer.density),
             num_examples=len(x),
             train_loss=float(np.mean([s["loss"] for s in steps])),

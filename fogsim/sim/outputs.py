@@ -20,7 +20,9 @@ first (it belongs to the last round, which the run has not finished) and writes 
 ``masks_evaluated``, the distinct masks evaluated (at most ``TIER_MASKS`` per profile, drawn with
 a seeded draw over the profile's devices, so each mask weighs as many devices as hold it);
 ``devices_evaluated``, the devices holding those masks, over which ``accuracy``, ``loss`` and
-``density`` (kept entries of the prunable tensors of the model evaluated) are averaged. A profile
+``masked_density`` (kept entries of the prunable tensors of the global model under the mask: an
+entry the device kept but the global model holds at zero is not counted, so it can be below the
+devices' own ``trained_density`` in summary.json) are averaged. A profile
 with no device holding a mask has zeros in those three counts and the figures of the global model
 unmasked, which is what such a device receives.
 """
@@ -246,8 +248,8 @@ def summarize(name: str, rounds: list[dict], clients: list[dict], fleet, wall_ti
                 peak_memory_bytes=max(c["peak_memory_bytes"] for c in ok),
                 batch_size_min=min(c["batch_size_min"] for c in ok),
                 batch_size_max=max(c["batch_size_max"] for c in ok),
-                final_density=sum(c["density"] for c in final) / len(final),
-                final_compression=len(final) / sum(c["density"] for c in final),
+                trained_density=sum(c["density"] for c in final) / len(final),
+                trained_compression=len(final) / sum(c["density"] for c in final),
                 local_accuracy=(sum(c["accuracy"] for c in final) / len(final)
                                 if final_round == len(rounds) else None),
                 upload_bytes=sum(c["upload_bytes"] for c in ok),

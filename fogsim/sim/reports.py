@@ -101,7 +101,7 @@ class TierRecord:
     devices_evaluated: int
     accuracy: float
     loss: float
-    density: float
+    masked_density: float  # kept entries of the global model under the masks: not the devices' own density
 
 
 @dataclass(frozen=True)
