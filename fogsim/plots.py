@@ -321,7 +321,7 @@ def plot_sweep(groups: pd.DataFrame, keys: list[str], sizes: list[str], path: Pa
     xs = [position[i] for i in order]
     final = per_group.loc[order]
     ax.errorbar(xs, final["final_accuracy_mean"].astype(float), yerr=final["final_accuracy_std"].astype(float),
-                color="black", lw=2, marker="o", capsize=4, label="global model, all devices' test set")
+                color="black", lw=2, marker="o", capsize=4, label="global model (test set)")
     profiles = [p for p in dict.fromkeys(groups["profile"]) if p is not None and not pd.isna(p)]
     for n, profile in enumerate(profiles):
         rows = groups[groups["profile"] == profile]

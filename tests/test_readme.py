@@ -73,3 +73,17 @@ def test_the_layout_table_names_every_module():
             if f"{path.name}`" not in section:
                 missing.append(str(path.relative_to(root)))
     assert not missing, f"docs/architecture.md's layout table does not name {missing}"
+
+
+def test_the_readme_is_a_front_door():
+    """Under 2,000 words; what a new user needs before the first command; the fast test subset named;
+    every page of docs/ linked."""
+    assert len(README.split()) < 2000, "reference material belongs in docs/"
+    for needed in ("Python 3.11", "CPU", "download.pytorch.org/whl/cpu", "python3 -m venv", '-m "not slow"',
+                   "notebooks/"):
+        assert needed in README, needed
+    assert "the brief" not in README.lower(), "a document users never see"
+    for page in sorted((ROOT / "docs").glob("*.md")):
+        assert f"docs/{page.name}" in README, f"the README does not link docs/{page.name}"
+    for target in re.findall(r"\]\(((?:docs/)?[\w./-]+\.md)(?:#[\w-]*)?\)", DOCS):
+        assert (ROOT / target).is_file() or (ROOT / "docs" / target).is_file(), target
