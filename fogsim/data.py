@@ -86,12 +86,27 @@ def load_dataset(
     root: str | os.PathLike | None = None,
     download: bool = False,
     seed: int = 0,
+    path: str | os.PathLike | None = None,
+    loader: str | None = None,
 ) -> Dataset:
     """Load dataset ``name``; ``seed`` fixes the digits split and the synthetic data.
 
     ``root`` and ``download`` only matter for the file-backed datasets (fashion-mnist, mnist,
-    cifar10); ``download`` is passed to torchvision and is never used by the tests.
+    cifar10); ``download`` is passed to torchvision and is never used by the tests. The user's
+    own data (``fogsim.data_files``): ``name`` npz or folder reads ``path``; a ``loader``
+    (``"file.py:function"``, the file's path absolute, or ``"package.module:function"``) is
+    called with ``seed``.
     """
+    if loader is not None:
+        from fogsim.data_files import as_dataset_arrays, load_with
+
+        return as_dataset_arrays("loader", load_with(loader, seed))
+    if name in ("npz", "folder"):
+        from fogsim.data_files import as_dataset_arrays, load_folder, load_npz
+
+        if path is None:
+            raise FogsimError(f"dataset {name} reads the file at data.path; give one")
+        return as_dataset_arrays(name, (load_npz if name == "npz" else load_folder)(path))
     if name == "digits":
         return _load_digits(seed)
     if name == "synthetic":
@@ -180,14 +195,16 @@ def _one_line(exc: BaseException) -> str:
 
 def _standardised(name: str, train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
                   test_y: np.ndarray, num_classes: int) -> Dataset:
-    """Build a ``Dataset`` from (N, C, H, W) arrays, standardising by the training statistics."""
+    """Build a ``Dataset`` from (N, C, H, W) images or (N, F) features, standardising by the training
+    statistics: images per channel, features per feature (each reduced over every axis but the second)."""
     # Bytes are kept as bytes (exactly representable in float32, so rows taken later standardise
     # to the same bits); anything else as a float32 copy, never the caller's array.
     keep = np.uint8 if np.asarray(train_x).dtype == np.uint8 else np.float32
     raw = torch.from_numpy(np.array(train_x, dtype=keep))
     whole = raw.to(torch.float32)  # the statistics are those of the float32 set, reduced as one tensor
-    mean = whole.mean(dim=(0, 2, 3), keepdim=True)
-    std = whole.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-8)  # a constant channel stays finite
+    axes = (0, *range(2, whole.dim()))  # (0, 2, 3) for images
+    mean = whole.mean(dim=axes, keepdim=True)
+    std = whole.std(dim=axes, keepdim=True).clamp_min(1e-8)  # a constant channel stays finite
     del whole
     test = torch.from_numpy(np.array(test_x, dtype=np.float32))
     return Dataset(

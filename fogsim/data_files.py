@@ -1,0 +1,364 @@
+"""Datasets from the user's own files: an npz file, a folder of images per class, or a loader function.
+
+Each form ends in the same four numpy arrays, checked by ``check_arrays`` (dtypes, shapes, lengths,
+label range, size) before a ``Dataset`` is built, and every problem is one line that names the
+file or the loader and says how to fix it. Samples are images ``N x H x W`` (one channel) or
+``N x C x H x W``, or flat feature vectors ``N x F``; labels are integers ``0 .. K-1``, ``K``
+being one more than the largest label of either split. Nothing is unpickled: npz files are read
+with ``allow_pickle=False`` after their headers are checked, images are decoded by Pillow.
+
+Paths given here are absolute (``run.prepare`` resolves them against the scenario file's folder).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import math
+import os
+import re
+import stat
+import sys
+import zipfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from fogsim.errors import FogsimError, brief, shown, shown_path
+
+KEYS = ("train_x", "train_y", "test_x", "test_y")
+MAX_DATA_BYTES = 4 * 1024**3   # the four arrays together, as stored (an npz file's headers are checked first)
+MAX_CLASSES = 100_000          # the model's output layer has one unit per class
+MAX_FOLDER_FILES = 1_000_000   # images in a folder dataset; each is opened twice (its size, then its pixels)
+MAX_LOADER_BYTES = 16 * 1024**2  # a loader file is code
+MAX_VALUE = 1e6                # a feature beyond this would overflow the standardisation (as data.MAX_PIXEL)
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+LOADER = re.compile(r"(?P<target>.+\.py|[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*):(?P<function>[A-Za-z_]\w*)")
+_NPZ_FIX = "save the arrays train_x, train_y, test_x, test_y with numpy.savez"
+
+
+# --- the checks every form passes ----------------------------------------------------------------
+
+def check_arrays(source: str, arrays: dict, fix: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+    """``(train_x, train_y, test_x, test_y, num_classes)`` from ``arrays`` (the four ``KEYS``), or a
+    ``FogsimError`` naming ``source`` and ending with ``fix``. Images ``N x H x W`` get a channel axis."""
+    def refuse(problem: str) -> FogsimError:
+        return FogsimError(f"{source}: {problem}: {fix}")
+
+    for key in KEYS:
+        if not isinstance(arrays.get(key), np.ndarray):
+            raise refuse(f"{key} is {shown(arrays.get(key))}, not a numpy array")
+    total = sum(arrays[key].nbytes for key in KEYS)
+    if total > MAX_DATA_BYTES:
+        raise refuse(f"the arrays hold {total} bytes, at most {MAX_DATA_BYTES // 1024**3} GiB are allowed")
+    for split in ("train", "test"):
+        x, y = arrays[f"{split}_x"], arrays[f"{split}_y"]
+        if x.dtype.kind not in "iuf":
+            raise refuse(f"{split}_x holds {x.dtype} values; features must be numbers (integers or floats)")
+        if y.dtype.kind not in "iu":
+            raise refuse(f"{split}_y holds {y.dtype} values; labels must be integers 0 to K-1")
+        if x.ndim not in (2, 3, 4):
+            raise refuse(f"{split}_x has shape {x.shape}; give N x F features, N x H x W or N x C x H x W images")
+        if y.ndim != 1:
+            raise refuse(f"{split}_y has shape {y.shape}; labels are one integer per sample (shape N)")
+        if len(x) != len(y):
+            raise refuse(f"{split}_x holds {len(x)} samples but {split}_y {len(y)} labels; give one label per sample")
+        if len(x) < (2 if split == "train" else 1):
+            raise refuse(f"the {split} split holds {len(x)} samples; give it at least "
+                         f"{'2 (the standardisation needs a spread)' if split == 'train' else 'one'}")
+        if 0 in x.shape[1:]:
+            raise refuse(f"{split}_x has shape {x.shape}, its samples hold no values")
+        if (x.dtype.kind == "f" and not np.isfinite(x).all()) or not -MAX_VALUE <= x.min() <= x.max() <= MAX_VALUE:
+            raise refuse(f"{split}_x holds values that are not finite or beyond {MAX_VALUE:g}; replace them")
+        if int(y.min()) < 0:
+            raise refuse(f"{split}_y holds label {int(y.min())}; labels are 0 to K-1")
+    train_x, train_y, test_x, test_y = (arrays[key] for key in KEYS)
+    if train_x.shape[1:] != test_x.shape[1:]:
+        raise refuse(f"train_x samples have shape {train_x.shape[1:]} but test_x samples {test_x.shape[1:]}; "
+                     "give both splits samples of one shape")
+    top = int(train_y.max())
+    if int(test_y.max()) > top:
+        raise refuse(f"test_y holds label {int(test_y.max())} but the largest training label is {top}; every "
+                     "test label must be a class the training split has")
+    if top + 1 > MAX_CLASSES:
+        raise refuse(f"train_y holds label {top}, at most {MAX_CLASSES} classes (0 to {MAX_CLASSES - 1}) are allowed")
+    if train_x.ndim == 3:
+        train_x, test_x = train_x[:, None], test_x[:, None]
+    return train_x, train_y, test_x, test_y, top + 1
+
+
+# --- npz -----------------------------------------------------------------------------------------
+
+def _regular(path: Path, what: str, fix: str) -> os.stat_result:
+    try:
+        info = os.stat(path)
+    except ValueError:
+        raise FogsimError(f"{shown_path(path)}: a path cannot contain a NUL character") from None
+    except OSError as error:
+        raise FogsimError(f"cannot read {what} {shown_path(path)} ({error.strerror or 'not found'}): {fix}") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise FogsimError(f"{shown_path(path)}: not a regular file; {fix}")
+    return info
+
+
+def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """The four arrays of the npz file ``path``, their headers checked before any data is read."""
+    path = Path(path)
+    _regular(path, "npz file", "give data.path as an .npz file (relative to the scenario file)")
+    where = shown_path(path)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = {n[:-4]: n for n in archive.namelist() if n.endswith(".npy")}
+            missing = [key for key in KEYS if key not in names]
+            if missing:
+                held = ", ".join(brief(n, 40) for n in sorted(names)[:8]) or "none"
+                raise FogsimError(f"{where}: no array {missing[0]} (it holds: {held}); {_NPZ_FIX}")
+            total = 0
+            for key in KEYS:
+                with archive.open(names[key]) as member:
+                    version = np.lib.format.read_magic(member)
+                    read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                                   else np.lib.format.read_array_header_2_0)
+                    shape, _, dtype = read_header(member)
+                if dtype.hasobject:
+                    raise FogsimError(f"{where}: {key} holds Python objects, which fogsim does not unpickle; "
+                                      f"{_NPZ_FIX} from numeric arrays")
+                total += math.prod(shape) * dtype.itemsize
+                if total > MAX_DATA_BYTES:
+                    raise FogsimError(f"{where}: its arrays hold more than {MAX_DATA_BYTES // 1024**3} GiB, "
+                                      "the most a dataset file may hold; use a subset")
+        with np.load(path, allow_pickle=False) as npz:
+            return {key: npz[key] for key in KEYS}
+    except zipfile.BadZipFile:
+        raise FogsimError(f"{where}: not an npz file (not a zip archive); {_NPZ_FIX}") from None
+    except (OSError, ValueError, EOFError, zlib.error, zipfile.LargeZipFile) as error:
+        raise FogsimError(f"{where}: cannot read its arrays ({brief(str(error), 80) or type(error).__name__}); "
+                          f"{_NPZ_FIX}") from None
+
+
+def load_npz(path: str | os.PathLike) -> tuple:
+    """``check_arrays`` of the npz file at ``path``."""
+    return check_arrays(shown_path(path), read_npz(path), _NPZ_FIX)
+
+
+# --- folder --------------------------------------------------------------------------------------
+
+_FOLDER_FIX = "lay the folder out as train/<class>/*.png|jpg and test/<class>/*.png|jpg"
+
+
+def _classes(split: Path) -> list[str]:
+    return sorted(p.name for p in split.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def folder_files(path: str | os.PathLike) -> tuple[list[str], dict[str, list[tuple[Path, int]]]]:
+    """The class names (sorted) and, per split, its image files with their label, in a fixed order."""
+    root = Path(path)
+    where = shown_path(root)
+    if not root.is_dir():
+        raise FogsimError(f"{where}: not a directory (or not found); give data.path as a folder holding train/ and "
+                          "test/ (relative to the scenario file)")
+    splits = {}
+    for split in ("train", "test"):
+        if not (root / split).is_dir():
+            raise FogsimError(f"{where}: no {split}/ folder; {_FOLDER_FIX}")
+        splits[split] = _classes(root / split)
+    train, test = set(splits["train"]), set(splits["test"])
+    if train != test:
+        only_train, only_test = sorted(train - test), sorted(test - train)
+        parts = ([f"only in train/: {', '.join(brief(n, 40) for n in only_train[:5])}"] if only_train else []) + \
+            ([f"only in test/: {', '.join(brief(n, 40) for n in only_test[:5])}"] if only_test else [])
+        raise FogsimError(f"{where}: the class folders of train/ and test/ differ ({'; '.join(parts)}); give both "
+                          "splits the same class folders")
+    classes = splits["train"]
+    if not classes:
+        raise FogsimError(f"{where}: train/ holds no class folders; {_FOLDER_FIX}")
+    if len(classes) > MAX_CLASSES:
+        raise FogsimError(f"{where}: {len(classes)} class folders, at most {MAX_CLASSES} are allowed")
+    files: dict[str, list[tuple[Path, int]]] = {}
+    count = 0
+    for split in ("train", "test"):
+        files[split] = []
+        for label, name in enumerate(classes):
+            found = sorted(p for p in (root / split / name).iterdir()
+                           if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+            if not found and split == "train":
+                raise FogsimError(f"{shown_path(root / split / name)}: no images (png, jpg); give every class "
+                                  "training images or remove its folders")
+            count += len(found)
+            if count > MAX_FOLDER_FILES:
+                raise FogsimError(f"{where}: more than {MAX_FOLDER_FILES} images, the most a folder dataset may "
+                                  "hold; use a subset")
+            files[split] += [(p, label) for p in found]
+        if not files[split]:
+            raise FogsimError(f"{where}: {split}/ holds no images (png, jpg); {_FOLDER_FIX}")
+    return classes, files
+
+
+def _image(path: Path):
+    """``path`` opened by Pillow (lazily: only its header is read)."""
+    from PIL import Image
+
+    _regular(path, "image", "give image files only")
+    try:
+        image = Image.open(path)
+        image.size  # noqa: B018 (the header is read)
+        return image
+    except Exception as error:  # Pillow raises many kinds for a damaged file
+        raise FogsimError(f"{shown_path(path)}: cannot decode the image ({brief(str(error), 80) or type(error).__name__}"
+                          "); replace or remove it") from None
+
+
+def load_folder(path: str | os.PathLike) -> tuple:
+    """``check_arrays`` of the images under ``path`` (``folder_files``), decoded by Pillow."""
+    _, files = folder_files(path)
+    every = files["train"] + files["test"]
+    size, gray, first = None, True, None
+    for file, _ in every:  # headers only: sizes and modes, before any pixel is decoded
+        with _image(file) as image:
+            if size is None:
+                size, first = image.size, file
+            elif image.size != size:
+                raise FogsimError(f"{shown_path(file)}: {image.size[0]}x{image.size[1]} pixels, but "
+                                  f"{shown_path(first, 60)} has {size[0]}x{size[1]}; resize the images to one size")
+            gray = gray and image.mode in ("1", "L")
+    mode, channels = ("L", 1) if gray else ("RGB", 3)
+    width, height = size
+    need = len(every) * channels * width * height
+    if need > MAX_DATA_BYTES:
+        raise FogsimError(f"{shown_path(path)}: its images hold {need} bytes of pixels, at most "
+                          f"{MAX_DATA_BYTES // 1024**3} GiB are allowed; use a subset or smaller images")
+    arrays = {}
+    for split in ("train", "test"):
+        x = np.empty((len(files[split]), channels, height, width), dtype=np.uint8)
+        for i, (file, _) in enumerate(files[split]):
+            with _image(file) as image:
+                try:
+                    pixels = np.asarray(image.convert(mode))
+                except Exception as error:
+                    raise FogsimError(f"{shown_path(file)}: cannot decode the image ({brief(str(error), 80)}); "
+                                      "replace or remove it") from None
+            x[i] = pixels[None] if channels == 1 else pixels.transpose(2, 0, 1)
+        arrays[f"{split}_x"] = x
+        arrays[f"{split}_y"] = np.array([label for _, label in files[split]], dtype=np.int64)
+    return check_arrays(shown_path(path), arrays, _FOLDER_FIX)
+
+
+# --- loader --------------------------------------------------------------------------------------
+
+def loader_parts(loader: str) -> tuple[str, str]:
+    """``("file.py" or "package.module", "function")`` of a loader; a ValueError if it is neither form."""
+    match = LOADER.fullmatch(loader)
+    if match is None:
+        raise ValueError(f"{shown(loader)} is not a loader; write file.py:function (a file relative to the "
+                         "scenario file) or package.module:function")
+    return match["target"], match["function"]
+
+
+def loader_module(loader: str):
+    """The module a loader's function lives in, imported; its file, for the file form, is absolute."""
+    target, _ = loader_parts(loader)
+    name = shown_path(loader)
+    try:
+        if target.endswith(".py"):
+            path = Path(target)
+            _regular(path, "loader file", "give data.loader as file.py:function, the file relative to the scenario "
+                     "file")
+            if path.stat().st_size > MAX_LOADER_BYTES:
+                raise FogsimError(f"loader {name}: {shown_path(path)} is larger than {MAX_LOADER_BYTES // 1024**2} "
+                                  "MiB; a loader file holds code, let it read the data from elsewhere")
+            source = path.read_bytes()
+            # One module per file and content: a process that loads an edited file runs the new code.
+            module_name = "fogsim_loader_" + hashlib.sha256(str(path).encode() + b"\0" + source).hexdigest()[:16]
+            if module_name in sys.modules:
+                return sys.modules[module_name]
+            # Compiled here rather than through importlib's file loader, which would leave __pycache__ beside it.
+            module = importlib.util.module_from_spec(importlib.util.spec_from_loader(module_name, loader=None,
+                                                                                     origin=str(path)))
+            module.__file__ = str(path)
+            sys.modules[module_name] = module  # as an import does: a dataclass in the file looks itself up there
+            try:
+                exec(compile(source, str(path), "exec"), module.__dict__)
+            except BaseException:
+                del sys.modules[module_name]
+                raise
+            return module
+        return importlib.import_module(target)
+    except FogsimError:
+        raise
+    except (Exception, SystemExit) as error:
+        raise FogsimError(f"loader {name}: importing {brief(target, 80)} failed ({_error(error)}); fix the file, "
+                          "or make the module importable (installed or on PYTHONPATH)") from None
+
+
+def loader_file(loader: str) -> Path | None:
+    """The source file of a loader's module (None for a module without one)."""
+    module = loader_module(loader)
+    found = getattr(module, "__file__", None)
+    return Path(found) if found else None
+
+
+def _error(error: BaseException) -> str:
+    text = brief(str(error), 120)
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def load_with(loader: str, seed: int) -> tuple:
+    """``check_arrays`` of what the loader returns when called with ``seed=seed``."""
+    _, function = loader_parts(loader)
+    name = shown_path(loader)
+    module = loader_module(loader)
+    load = getattr(module, function, None)
+    if not callable(load):
+        raise FogsimError(f"loader {name}: {brief(getattr(module, '__name__', ''), 60)} has no function "
+                          f"{function}; define def {function}(seed) or name an existing one")
+    try:
+        result = load(seed=seed)
+    except (Exception, SystemExit) as error:
+        raise FogsimError(f"loader {name} failed ({_error(error)}); fix the loader") from None
+    fix = "return (train_x, train_y, test_x, test_y) as numpy arrays, or a dict with those keys"
+    if isinstance(result, dict):
+        missing = [key for key in KEYS if key not in result]
+        if missing:
+            raise FogsimError(f"loader {name}: its dict has no {missing[0]}; {fix}")
+        arrays = {key: result[key] for key in KEYS}
+    elif isinstance(result, (tuple, list)) and len(result) == 4:
+        arrays = dict(zip(KEYS, result))
+    else:
+        what = f"{len(result)} values" if isinstance(result, (tuple, list)) else shown(result)
+        raise FogsimError(f"loader {name} returned {what}; {fix}")
+    return check_arrays(f"loader {name}", arrays, fix)
+
+
+# --- provenance ----------------------------------------------------------------------------------
+
+def file_digest(path: Path) -> tuple[int, str]:
+    """``(bytes, SHA-256)`` of a file."""
+    digest, size = hashlib.sha256(), 0
+    with open(path, "rb") as file:
+        while chunk := file.read(1 << 20):
+            digest.update(chunk)
+            size += len(chunk)
+    return size, digest.hexdigest()
+
+
+def folder_digest(path: Path) -> tuple[int, str]:
+    """``(bytes, SHA-256)`` of the images a folder dataset reads: their paths (relative) and contents."""
+    _, files = folder_files(path)
+    digest, size = hashlib.sha256(), 0
+    for file, _ in files["train"] + files["test"]:
+        name = file.relative_to(path).as_posix().encode()
+        bytes_, hexdigest = file_digest(file)
+        digest.update(b"%d:%s:%s\n" % (len(name), name, hexdigest.encode()))
+        size += bytes_
+    return size, digest.hexdigest()
+
+
+def as_dataset_arrays(name: str, arrays: tuple):
+    """A ``Dataset`` from ``check_arrays``' result."""
+    from fogsim.data import _standardised
+
+    train_x, train_y, test_x, test_y, classes = arrays
+    return _standardised(name, train_x, train_y, test_x, test_y, classes)
+
