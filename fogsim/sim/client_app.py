@@ -53,14 +53,17 @@ from strategies.sums import SumStack, Sums
 
 
 @lru_cache(maxsize=2)
-def cached_dataset(name: str, root: str | None, download: bool, seed: int) -> Dataset:
+def cached_dataset(name: str, root: str | None, download: bool, seed: int, path: str | None = None,
+                   loader: str | None = None) -> Dataset:
     """One copy of the dataset per worker process, loaded the first time a client needs it."""
-    return load_dataset(name, root=root, download=download, seed=seed)
+    return load_dataset(name, root=root, download=download, seed=seed, path=path, loader=loader)
 
 
 def dataset_of(scenario: Scenario) -> Dataset:
+    """The scenario's dataset; the user's data files are named absolutely in the scenario a worker
+    receives (``run.data_located``)."""
     data = scenario.data
-    return cached_dataset(data.name, data.root, data.download, scenario.seed)
+    return cached_dataset(data.name, data.root, data.download, scenario.seed, data.path, data.loader)
 
 
 def download_nbytes(dense: dict[str, np.ndarray], kept: dict[str, int] | None, download: str) -> int:

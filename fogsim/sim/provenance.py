@@ -24,6 +24,7 @@ from importlib import metadata
 from pathlib import Path
 
 PROFILES = "profiles"  # the copies' folder inside the run directory
+LOADERS = "loaders"    # the copied data loader's folder
 RUN_JSON = "run.json"
 LIBRARIES = ("fogsim", "torch", "flwr", "ray", "numpy")
 GIT_TIMEOUT_S = 5
@@ -44,6 +45,56 @@ def copy_profiles(profiles: list[str], base: Path, out: Path) -> list[str]:
         shutil.copyfile(source, out / target)
         names.append(target)
     return names
+
+
+def data_files(data) -> list[dict]:
+    """The user's data files of a scenario's data section (``run.data_located``: paths absolute), each
+    with its size and SHA-256: the npz file, the folder's images (one digest of all), the loader's source."""
+    from fogsim.data_files import file_digest, folder_digest, loader_file
+
+    if data.path is not None:
+        path = Path(data.path)
+        size, sha256 = folder_digest(path) if data.name == "folder" else file_digest(path)
+        return [{"path": str(path), "bytes": size, "sha256": sha256}]
+    if data.loader is not None:
+        source = loader_file(data.loader)
+        if source is not None:
+            size, sha256 = file_digest(source)
+            return [{"path": str(source), "bytes": size, "sha256": sha256}]
+    return []
+
+
+def copy_data(data, files: list[dict], out: Path):
+    """``(data section, run.json's data entries)`` as the run directory ``out`` names them: a loader
+    file copied into ``out/loaders/`` and named relative to ``out``, data files absolute (as given)."""
+    from fogsim.data_files import loader_parts
+
+    if data.loader is None:
+        return data, files
+    target, function = loader_parts(data.loader)
+    if not target.endswith(".py"):  # an installed module: named as given, its file's hash recorded
+        return data, files
+    (out / LOADERS).mkdir(exist_ok=True)
+    name = f"{LOADERS}/{Path(target).name}"
+    shutil.copyfile(target, out / name)
+    return data.model_copy(update={"loader": f"{name}:{function}"}), [{**entry, "path": name} for entry in files]
+
+
+def check_data(out: Path, files: list[dict]) -> None:
+    """Refuse to resume the run in ``out`` when a data file's SHA-256 is not the one ``run.json`` recorded."""
+    from fogsim.errors import FogsimError, shown_path
+
+    record = read(out) or {}
+    recorded = record.get("data")
+    if not isinstance(recorded, list):  # a run from before data files were recorded, or a built-in dataset
+        return
+    for old, new in zip(recorded, files):
+        if not isinstance(old, dict) or old.get("sha256") != new["sha256"]:
+            raise FogsimError(f"--resume {shown_path(out)}: the data file {shown_path(new['path'])} changed since "
+                              "the run started (its SHA-256 differs from run.json's); restore it, or start a new run")
+    if len(recorded) != len(files):
+        raise FogsimError(f"--resume {shown_path(out)}: its data files are not those run.json recorded; start a "
+                          "new run")
 
 
 def now() -> str:

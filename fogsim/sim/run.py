@@ -12,7 +12,7 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -48,6 +48,7 @@ class Prepared:
     base: Path  # the directory the scenario's profile files are relative to
     resumed: tuple[checkpoint.Checkpoint, DeviceStates] | None = None  # set by prepare_resume
     held: Claim | None = None  # the run directory, held from prepare_resume on
+    data_files: list[dict] = field(default_factory=list)  # the user's data files: path, bytes, sha256
 
     def identity(self) -> dict:
         """What a checkpoint must match to be resumed by this scenario: its text and its fleet plan."""
@@ -63,16 +64,38 @@ def prepare(path: str | Path, sets: list[str] = (), base: Path | None = None) ->
     (default: the scenario file's directory)."""
     base = Path(path).parent if base is None else base
     scenario = load_scenario(path, sets)
-    d = scenario.data
+    located = data_located(scenario, base)  # what the workers read: the user's data files named absolutely
+    d = located.data
+    key = "data.loader" if d.loader is not None else "data.path" if d.path is not None else "data.name"
     try:
-        data = load_dataset(d.name, root=d.root, download=d.download, seed=scenario.seed)
+        data = load_dataset(d.name, root=d.root, download=d.download, seed=scenario.seed, path=d.path,
+                            loader=d.loader)
+        files = provenance.data_files(d)
     except FogsimError as error:
-        raise FogsimError(f"data.name: {error}") from None
+        raise FogsimError(f"{key}: {error}") from None
+    except OSError as error:  # a data file that went away or became unreadable after it was read
+        raise FogsimError(f"{key}: cannot read the data ({error.strerror or error}); check the file") from None
     fleet = build_fleet(scenario, base, data.input_shape, data.num_classes)
     fog = build_fog(scenario, fleet)
     check_resources(scenario)
     partitions = partition_indices(data.train_y.numpy(), d.partition, len(fleet), scenario.seed)
-    return Prepared(scenario, data, fleet, FleetSpec(scenario, fleet, partitions, fog), base.resolve())
+    return Prepared(scenario, data, fleet, FleetSpec(located, fleet, partitions, fog), base.resolve(),
+                    data_files=files)
+
+
+def data_located(scenario: Scenario, base: Path) -> Scenario:
+    """``scenario`` with its data file (``data.path``) and loader file named by absolute paths, relative
+    ones taken from ``base`` (the scenario file's folder), as Ray's workers, wherever they run, read them."""
+    from fogsim.data_files import loader_parts
+
+    d, update = scenario.data, {}
+    if d.path is not None:
+        update["path"] = os.path.abspath(os.path.join(base, d.path))
+    if d.loader is not None:
+        target, function = loader_parts(d.loader)
+        if target.endswith(".py"):
+            update["loader"] = f"{os.path.abspath(os.path.join(base, target))}:{function}"
+    return scenario.model_copy(update={"data": d.model_copy(update=update)}) if update else scenario
 
 
 def prepare_resume(out: Path) -> Prepared:
@@ -88,6 +111,7 @@ def prepare_resume(out: Path) -> Prepared:
         if found is None:
             raise FogsimError(f"--resume {shown_path(out)}: its checkpoint went away while being read; try again")
         prepared = prepare(out / "scenario.yaml")  # its profile files are in the run directory (provenance)
+        provenance.check_data(out, prepared.data_files)
         states = DeviceStates(len(prepared.fleet), prepared.scenario.simulation.state_memory)
         try:
             prepared.resumed = checkpoint.load(found, _expected(prepared, out), states), states
@@ -248,6 +272,12 @@ def run(prepared: Prepared, out: Path, on_round: Callable[[dict], None] | None =
                 if copied:
                     prepared = replace(prepared, scenario=prepared.scenario.model_copy(update={"profiles": copied}),
                                        base=out.resolve())
+                # and its loader file; data files are named absolutely, with their size and hash in run.json
+                data, files = provenance.copy_data(prepared.spec.scenario.data, prepared.data_files, out)
+                if files:
+                    record["data"] = files
+                if data != prepared.scenario.data:
+                    prepared = replace(prepared, scenario=prepared.scenario.model_copy(update={"data": data}))
             provenance.write(out, record)
         except OSError as error:
             raise OutputFailed(f"{out}: cannot write the run directory ({error.strerror or error})") from None

@@ -50,6 +50,9 @@ def _one_of(name: str, known: tuple[str, ...], what: str) -> str:
     return name
 
 
+USER_DATA = ("npz", "folder", "loader")  # data.name of the user's own data (fogsim.data_files)
+
+
 def _path(text: str | None) -> str | None:
     if text is not None and "\0" in text:
         raise ValueError("a path cannot contain a NUL character")
@@ -85,23 +88,87 @@ class Partition(_Section):
 
 
 class Data(_Section):
-    """The dataset and its split."""
+    """The dataset and its split: a built-in dataset, the user's files (npz, folder) or a loader function."""
 
-    name: str = Field("digits", description=f"one of {', '.join(DATASETS)}")
+    name: str = Field("digits", description=f"one of {', '.join(DATASETS)} (built in); npz: an .npz file at "
+                      "data.path; folder: image folders at data.path; loader: the data.loader function's arrays "
+                      "(the default when data.loader is given)")
+    loader: str | None = Field(
+        None, validate_default=True, description="a function returning the data, file.py:function (the file "
+        "relative to the scenario file, copied into the run directory) or package.module:function (importable); "
+        "it is called with seed=... and returns (train_x, train_y, test_x, test_y) numpy arrays, or a dict with "
+        "those keys, as an npz file holds them")
+    path: str | None = Field(
+        None, validate_default=True, description="the user's data, relative to the scenario file. npz: a file "
+        "holding the arrays train_x (N x F features, N x H x W or N x C x H x W images, numbers), train_y "
+        "(integer labels 0 to K-1), test_x, test_y; folder: a directory of train/<class>/*.png|jpg and "
+        "test/<class>/*.png|jpg, class folders sorted by name giving the labels")
     root: str | None = Field(None, description="directory of the dataset's files or a torchvision root "
-                             "(default: Debian's package for fashion-mnist, ~/.cache/fogsim/data otherwise)")
+                             "(built-in datasets; default: Debian's package for fashion-mnist, "
+                             "~/.cache/fogsim/data otherwise)")
     download: bool = Field(False, description="let torchvision download the dataset into root")
     partition: Partition = Field(default_factory=Partition, description="how the training set is split")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _loader_names_itself(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("loader") is not None and "name" not in data:
+            data = {**data, "name": "loader"}
+        return data
 
     @field_validator("name")
     @classmethod
     def _known(cls, name: str) -> str:
-        return _one_of(name, DATASETS, "dataset")
+        return _one_of(name, DATASETS + USER_DATA, "dataset")
+
+    @field_validator("loader")
+    @classmethod
+    def _loader(cls, loader: str | None, info: ValidationInfo) -> str | None:
+        from fogsim.data_files import loader_parts
+
+        name = info.data.get("name")
+        if loader is None:
+            if name == "loader":
+                raise ValueError("name loader needs the function: give loader: file.py:function or "
+                                 "package.module:function")
+            return None
+        _path(loader)
+        if name is not None and name != "loader":
+            raise ValueError(f"a loader gives the data, but name is {shown(name)}; remove data.name or data.loader")
+        loader_parts(loader)
+        return loader
+
+    @field_validator("path")
+    @classmethod
+    def _data_path(cls, path: str | None, info: ValidationInfo) -> str | None:
+        name = info.data.get("name")
+        if path is None:
+            if name in ("npz", "folder"):
+                what = "an .npz file" if name == "npz" else "a folder holding train/ and test/"
+                raise ValueError(f"name {name} reads {what}: give its path (relative to the scenario file)")
+            return None
+        if name is not None and name not in ("npz", "folder"):
+            raise ValueError(f"only name npz or folder reads a path, but name is {shown(name)}; remove data.path "
+                             "or set data.name")
+        if not path:
+            raise ValueError("an empty path; give the file or folder")
+        return _path(path)
 
     @field_validator("root")
     @classmethod
-    def _root(cls, root: str | None) -> str | None:
+    def _root(cls, root: str | None, info: ValidationInfo) -> str | None:
+        if root is not None and info.data.get("name") in USER_DATA:
+            raise ValueError(f"only the built-in datasets read root; with name {info.data['name']}, remove "
+                             "data.root")
         return _path(root)
+
+    @field_validator("download")
+    @classmethod
+    def _download(cls, download: bool, info: ValidationInfo) -> bool:
+        if download and info.data.get("name") in USER_DATA:
+            raise ValueError(f"only the built-in datasets are downloaded; with name {info.data['name']}, remove "
+                             "data.download")
+        return download
 
 
 class Training(TrainingSettings):
@@ -534,6 +601,9 @@ def resolved_yaml(scenario: Scenario) -> str:
         del data["simulation"]["engine"]
     if data["fog"] is None:
         del data["fog"]
+    for key in ("loader", "path"):  # the built-in datasets' scenarios resolve as before these keys existed
+        if data["data"][key] is None:
+            del data["data"][key]
     for entry in data["fleet"]:
         if entry["fog"] is None:
             del entry["fog"]
