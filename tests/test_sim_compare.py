@@ -199,7 +199,9 @@ def test_compare_real_quickstart_runs(tmp_path):
         assert q.loc[profile, "profile_accuracy"] == pytest.approx(tier["accuracy"])
     f = frame[frame["run"] == "f"].set_index("profile")
     assert f.loc["samd21", "budget_bytes"] == 32 * 1024 and f.loc["samd21", "strategy"] == "fedavg"
-    assert all((out / name).stat().st_size > 0 for name in FILES)
+    assert all((out / name).stat().st_size > 0 for name in FILES + GROUP_FILES)
+    swept = "fleet[0].overrides.memory_budget"  # set in one run only: empty in the other
+    assert pd.isna(q[swept].iloc[0]) and f[swept].iloc[0] == 32 * 1024 and f["strategy.name"].iloc[0] == "fedavg"
 
 
 def test_the_public_api_compares_and_loads_runs(two_fleets, tmp_path):

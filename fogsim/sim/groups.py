@@ -80,7 +80,7 @@ def settings(scenarios: list[dict]) -> tuple[list[int | None], dict[str, list], 
 
 def show_value(value, size: bool) -> str:
     """A swept value as the tables print it: sizes with their unit, the rest as given."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if value is None or pd.isna(value):  # None, NaN, or pandas' NA of an integer column
         return "-"
     return format_bytes(value) if size else f"{value:g}" if isinstance(value, float) else str(value)
 
