@@ -13,6 +13,7 @@ import math
 import os
 import stat
 import struct
+import warnings
 import zlib
 from pathlib import Path
 
@@ -78,6 +79,21 @@ class Dataset:
         if self._train_x is None:
             self._train_x = self.train_rows(slice(None))
         return self._train_x
+
+    def __reduce__(self):
+        """Pickled as numpy arrays, which Ray's object store shares between the worker processes of a
+        machine without a copy (read-only: nothing reads a dataset's tensors in place but to read)."""
+        arrays = (self._train_raw, self.train_y, self.test_x, self.test_y, self._mean, self._std)
+        return _from_arrays, (self.name, self.num_classes, *(t.numpy() for t in arrays))
+
+
+def _from_arrays(name: str, num_classes: int, train_raw: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
+                 test_y: np.ndarray, mean: np.ndarray, std: np.ndarray) -> Dataset:
+    """A ``Dataset`` on the arrays ``Dataset.__reduce__`` gave, sharing their memory."""
+    with warnings.catch_warnings():  # arrays in Ray's shared memory are read-only, and PyTorch says so
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        t = [torch.from_numpy(a) for a in (train_raw, train_y, test_x, test_y)]
+        return Dataset(name, t[0], t[1], t[2], t[3], num_classes, torch.from_numpy(mean), torch.from_numpy(std))
 
 
 def load_dataset(

@@ -205,13 +205,20 @@ def test_a_resume_whose_data_file_changed_is_refused(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_an_npz_file_runs_on_ray(tmp_path, capsys):
-    np.savez(tmp_path / "d.npz", **arrays((5, 5)))
-    s = write_scenario(tmp_path / "scenarios", {"name": "npz", "path": "../d.npz"})
-    out = ran(["run", str(s), "--out", str(tmp_path / "out"), "--set", "simulation.engine=ray", "--set", "rounds=1",
-               "--quiet"], capsys)
+def test_user_data_runs_on_ray_from_the_drivers_copy(tmp_path, capsys):
+    """The Ray workers train on the dataset the driver loaded (shared through Ray's object store): the
+    loader runs once, however many workers there are, so they cannot get other arrays than the driver's."""
+    folder = tmp_path / "scenarios"
+    folder.mkdir()
+    calls = tmp_path / "calls.txt"
+    (folder / "my_data.py").write_text(LOADER.replace("def load(seed):\n", "def load(seed):\n    with open("
+                                                      f"{str(calls)!r}, 'a') as f:\n        f.write('x')\n"))
+    s = write_scenario(folder, {"loader": "my_data.py:load"})
+    out = ran(["run", str(s), "--out", str(tmp_path / "out"), "--set", "simulation.engine=ray", "--set",
+               "simulation.num_cpus=2", "--set", "rounds=1", "--quiet"], capsys)
     clients = read_rows(out / "clients.csv")
-    assert len(clients) == 3 and all(row["status"] == "ok" for row in clients if "status" in row)
+    assert len(clients) == 3 and not any(int(row["failed"]) for row in clients)
+    assert calls.read_text() == "x", "the loader ran in the driver only"
 
 
 # --- bad input: one line, exit 2, nothing written ---------------------------------------------

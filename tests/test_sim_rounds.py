@@ -79,7 +79,7 @@ def test_a_warm_worker_trains_each_device_as_a_new_one_would(tmp_path, monkeypat
     from fogsim.sim import client_app
 
     warm = run_in_process(tmp_path, "warm", RARE, workers=1)[1]
-    monkeypatch.setattr(client_app, "worker_for", lambda spec: client_app.Worker(spec))
+    monkeypatch.setattr(client_app, "worker_for", lambda spec, data=None: client_app.Worker(spec, data))
     cold = run_in_process(tmp_path, "cold", RARE, workers=12)[1]  # one device per cohort, a new worker each
     for a, b in zip(frames(warm), frames(cold)):
         pd.testing.assert_frame_equal(a, b)

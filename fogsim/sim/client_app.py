@@ -248,7 +248,7 @@ def worker_for(spec: FleetSpec, data: Dataset | None = None) -> Worker:
     return _worker
 
 
-def make_client_app(spec: Callable[[], FleetSpec]) -> ClientApp:
+def make_client_app(spec: Callable[[], FleetSpec], data: Callable[[], Dataset | None] = lambda: None) -> ClientApp:
     """A ClientApp that simulates the cohorts of devices of ``spec()`` that its messages name.
 
     ``spec`` is called in the worker, once per message; ``shared.SharedSpec`` makes that a
@@ -262,9 +262,9 @@ def make_client_app(spec: Callable[[], FleetSpec]) -> ClientApp:
         torch.set_num_threads(1)  # one CPU per worker; more threads only fight each other
         try:
             if WARM_UP in msg.content:
-                worker_for(spec()).warm_up()
+                worker_for(spec(), data()).warm_up()
                 return Message(RecordDict(), reply_to=msg)
-            return train_cohort(worker_for(spec()), msg)
+            return train_cohort(worker_for(spec(), data()), msg)
         finally:
             torch.set_num_threads(threads)
 

@@ -254,7 +254,7 @@ def run(prepared: Prepared, out: Path, on_round: Callable[[dict], None] | None =
 
     from fogsim.plots import plot_run
     from fogsim.sim.server_app import ServerJob, make_server_app
-    from fogsim.sim.shared import SharedSpec
+    from fogsim.sim.shared import shared_run
 
     if resume and prepared.resumed is None:
         raise ValueError("resume needs a scenario prepared by prepare_resume")
@@ -310,7 +310,7 @@ def run(prepared: Prepared, out: Path, on_round: Callable[[dict], None] | None =
                 undo = brisk_engine()
                 try:
                     run_simulation(server_app=make_server_app(job),
-                                   client_app=make_client_app(SharedSpec(prepared.spec)),
+                                   client_app=make_client_app(*shared_run(prepared.spec, prepared.data)),
                                    num_supernodes=job.nodes, backend_config=backend_config(scenario, verbose))
                 finally:
                     undo()

@@ -1,4 +1,4 @@
-"""The fleet description, sent to each Ray worker process once instead of with every message.
+"""The fleet description and the dataset, sent to each Ray worker process once instead of with every message.
 
 Flower's simulation engine pickles the ClientApp, closure included, with every message it
 sends to a worker. A ClientApp that closed over the fleet description would ship the whole of
@@ -52,3 +52,22 @@ class SharedSpec:
             _fetched.clear()  # a worker serves one run; an older run's fleet is not needed again
             _fetched[key] = ray.get(self.ref)
         return _fetched[key]
+
+
+@dataclass(frozen=True)
+class SharedPart:
+    """One item of the tuple a ``SharedSpec`` holds: a callable returning ``whole()[index]``."""
+
+    whole: SharedSpec
+    index: int
+
+    def __call__(self) -> Any:
+        return self.whole()[self.index]
+
+
+def shared_run(spec: FleetSpec, data: Any) -> tuple[SharedPart, SharedPart]:
+    """``make_client_app``'s ``spec`` and ``data``, put in Ray's object store together, once. The dataset's
+    arrays (``Dataset.__reduce__``) are then shared by the workers of a machine, not copied into each, and
+    a worker neither reads the data files nor calls the scenario's data loader again."""
+    both = SharedSpec((spec, data))
+    return SharedPart(both, 0), SharedPart(both, 1)
