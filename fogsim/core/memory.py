@@ -81,6 +81,10 @@ class MemoryAccountant:
         self.copies = 2 + OPTIMIZER_STATES[optimizer]
         self.shapes = {name: p.numel() for name, p in model.named_parameters() if p.requires_grad}
         self.value_bytes = next(model.parameters()).element_size()
+        # Held but never trained: buffers (batch-norm statistics) and frozen parameters, one copy each
+        # (none in the built-in models).
+        self.held_bytes = sum(t.numel() * t.element_size() for t in model.buffers()) + sum(
+            p.numel() * p.element_size() for p in model.parameters() if not p.requires_grad)
 
     def state_bytes(self, masks: MaskSet | None) -> int:
         """``S(d)`` for the masks as they are now (``None``: the dense model)."""
@@ -94,7 +98,7 @@ class MemoryAccountant:
                 total += self.copies * numel * self.value_bytes
         if self.optimizer == "adam":
             total += ADAM_STEP_BYTES * len(self.shapes)
-        return total
+        return total + self.held_bytes
 
     def activation_bytes(self, masks: MaskSet | None) -> int:
         alive = masks.alive_units() if masks is not None else None

@@ -82,6 +82,12 @@ def plan(model: nn.Module, topology: Topology, config: TrainConfig, budget: int 
     FogsimError naming the device, its budget and the bytes needed when even the target does
     not fit.
     """
+    refusal = topology.structured_refusal() if config.granularity == "structured" and config.prunes else None
+    if refusal is not None:
+        raise FogsimError(refusal)
+    if num_classes is not None and topology.output_numel != num_classes and not topology.flat:
+        raise FogsimError(f"the model returns {topology.output_numel} scores per sample but the data has "
+                          f"{num_classes} classes; give its last layer {num_classes} outputs")
     layout = layout_for(config)
     accountant = MemoryAccountant(model, topology, config.optimizer, layout, num_classes)
     criterion = make_criterion(config.criterion, config.scope, config.granularity)
