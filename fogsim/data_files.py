@@ -247,27 +247,29 @@ def load_folder(path: str | os.PathLike) -> tuple:
 
 # --- loader --------------------------------------------------------------------------------------
 
-def loader_parts(loader: str) -> tuple[str, str]:
-    """``("file.py" or "package.module", "function")`` of a loader; a ValueError if it is neither form."""
+def loader_parts(loader: str, what: str = "loader") -> tuple[str, str]:
+    """``("file.py" or "package.module", "function")`` of a loader (or a model builder, ``what``); a
+    ValueError if it is neither form."""
     match = LOADER.fullmatch(loader)
     if match is None:
-        raise ValueError(f"{shown(loader)} is not a loader; write file.py:function (a file relative to the "
+        raise ValueError(f"{shown(loader)} is not a {what}; write file.py:function (a file relative to the "
                          "scenario file) or package.module:function")
     return match["target"], match["function"]
 
 
-def loader_module(loader: str):
-    """The module a loader's function lives in, imported; its file, for the file form, is absolute."""
-    target, _ = loader_parts(loader)
+def loader_module(loader: str, what: str = "loader", key: str = "data.loader"):
+    """The module a loader's function lives in, imported; its file, for the file form, is absolute.
+    ``what`` and ``key`` name a model builder (``model builder``, ``model``) in the messages."""
+    target, _ = loader_parts(loader, what)
     name = shown_path(loader)
     try:
         if target.endswith(".py"):
             path = Path(target)
-            _regular(path, "loader file", "give data.loader as file.py:function, the file relative to the scenario "
+            _regular(path, f"{what} file", f"give {key} as file.py:function, the file relative to the scenario "
                      "file")
             if path.stat().st_size > MAX_LOADER_BYTES:
-                raise FogsimError(f"loader {name}: {shown_path(path)} is larger than {MAX_LOADER_BYTES // 1024**2} "
-                                  "MiB; a loader file holds code, let it read the data from elsewhere")
+                raise FogsimError(f"{what} {name}: {shown_path(path)} is larger than {MAX_LOADER_BYTES // 1024**2} "
+                                  f"MiB; a {what} file holds code, let it read the data from elsewhere")
             source = path.read_bytes()
             # One module per file and content: a process that loads an edited file runs the new code.
             module_name = "fogsim_loader_" + hashlib.sha256(str(path).encode() + b"\0" + source).hexdigest()[:16]
@@ -288,13 +290,13 @@ def loader_module(loader: str):
     except FogsimError:
         raise
     except (Exception, SystemExit) as error:
-        raise FogsimError(f"loader {name}: importing {brief(target, 80)} failed ({_error(error)}); fix the file, "
+        raise FogsimError(f"{what} {name}: importing {brief(target, 80)} failed ({_error(error)}); fix the file, "
                           "or make the module importable (installed or on PYTHONPATH)") from None
 
 
-def loader_file(loader: str) -> Path | None:
-    """The source file of a loader's module (None for a module without one)."""
-    module = loader_module(loader)
+def loader_file(loader: str, what: str = "loader", key: str = "data.loader") -> Path | None:
+    """The source file of a loader's (or a model builder's) module (None for a module without one)."""
+    module = loader_module(loader, what, key)
     found = getattr(module, "__file__", None)
     return Path(found) if found else None
 

@@ -156,7 +156,8 @@ def describe(error: ValidationError, prefix: str = "", model=None, nested: dict 
     first = errors[0]
     if first["type"] == "missing":
         first = next((e for e in errors if e["type"] == "extra_forbidden"), first)
-    loc = tuple(p for p in first["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+    # validators' and union forms' own steps (a tag named form-...) are no keys of the user's
+    loc = tuple(p for p in first["loc"] if not (isinstance(p, str) and p.startswith(("function-", "form-"))))
     if first["type"] == "invalid_key" or loc[-1:] == ("[key]",):  # a key that is a number, a date, null...
         path = key_path(loc[:-2] if loc[-1:] == ("[key]",) else loc[:-1], prefix)
         message = f"key {shown(first['input'])} is not a name; keys are text"

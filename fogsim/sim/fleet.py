@@ -132,6 +132,9 @@ def build_fleet(scenario: Scenario, base: Path, input_shape: tuple[int, ...], nu
     profiles = scenario_profiles(scenario, base)
     model = build_model(scenario.model, input_shape, num_classes, seed=scenario.seed)
     topology = Topology(model, input_shape)
+    refusal = topology.structured_refusal()
+    if refusal is not None and scenario.pruning.granularity == "structured" and scenario.pruning.method != "dense":
+        raise FogsimError(f"pruning.granularity: {refusal}")
     planned: dict[tuple, tuple[TrainConfig, Plan]] = {}
     tiers: list[Tier] = []
     first = 0

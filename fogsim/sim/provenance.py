@@ -25,6 +25,7 @@ from pathlib import Path
 
 PROFILES = "profiles"  # the copies' folder inside the run directory
 LOADERS = "loaders"    # the copied data loader's folder
+MODELS = "models"      # the copied model builder's folder
 RUN_JSON = "run.json"
 LIBRARIES = ("fogsim", "torch", "flwr", "ray", "numpy")
 GIT_TIMEOUT_S = 5
@@ -67,33 +68,78 @@ def data_files(data) -> list[dict]:
 def copy_data(data, files: list[dict], out: Path):
     """``(data section, run.json's data entries)`` as the run directory ``out`` names them: a loader
     file copied into ``out/loaders/`` and named relative to ``out``, data files absolute (as given)."""
-    from fogsim.data_files import loader_parts
-
     if data.loader is None:
         return data, files
-    target, function = loader_parts(data.loader)
+    copied, files = _copy_code(data.loader, files, out, LOADERS)
+    return (data if copied == data.loader else data.model_copy(update={"loader": copied})), files
+
+
+def _copy_code(function: str, files: list[dict], out: Path, folder: str, what: str = "loader") -> tuple[str, list[dict]]:
+    """``file.py:function`` with the file (absolute) copied into ``out/folder/`` and named relative to ``out``,
+    and ``files`` (its run.json entries) named so; ``package.module:function`` as given."""
+    from fogsim.data_files import loader_parts
+
+    target, name = loader_parts(function, what)
     if not target.endswith(".py"):  # an installed module: named as given, its file's hash recorded
-        return data, files
-    (out / LOADERS).mkdir(exist_ok=True)
-    name = f"{LOADERS}/{Path(target).name}"
-    shutil.copyfile(target, out / name)
-    return data.model_copy(update={"loader": f"{name}:{function}"}), [{**entry, "path": name} for entry in files]
+        return function, files
+    (out / folder).mkdir(exist_ok=True)
+    copy = f"{folder}/{Path(target).name}"
+    shutil.copyfile(target, out / copy)
+    return f"{copy}:{name}", [{**entry, "path": copy} for entry in files]
+
+
+def model_files(model) -> list[dict]:
+    """The source file of a scenario's model builder (``run.model_located``: its path absolute), with its
+    size and SHA-256; none for a built-in model."""
+    from fogsim.data_files import file_digest, loader_file
+    from fogsim.models import builder_of, is_builder
+
+    if not is_builder(model):
+        return []
+    source = loader_file(builder_of(model)[0], "model builder", "model")
+    if source is None:
+        return []
+    size, sha256 = file_digest(source)
+    return [{"path": str(source), "bytes": size, "sha256": sha256}]
+
+
+def copy_model(model, files: list[dict], out: Path):
+    """``(model, run.json's model entries)`` as the run directory ``out`` names them: a builder's file
+    copied into ``out/models/`` and named relative to ``out`` (in the string or the mapping form)."""
+    from fogsim.models import builder_of, is_builder
+
+    if not is_builder(model):
+        return model, files
+    builder, _ = builder_of(model)
+    copied, files = _copy_code(builder, files, out, MODELS, "model builder")
+    if copied == builder:
+        return model, files
+    return (copied if isinstance(model, str) else model.model_copy(update={"builder": copied})), files
 
 
 def check_data(out: Path, files: list[dict]) -> None:
     """Refuse to resume the run in ``out`` when a data file's SHA-256 is not the one ``run.json`` recorded."""
+    _check_files(out, files, "data", "data file", "data files")
+
+
+def check_model(out: Path, files: list[dict]) -> None:
+    """Refuse to resume the run in ``out`` when its model builder's file is not the one ``run.json`` recorded."""
+    _check_files(out, files, "model", "model builder file", "model builder's files")
+
+
+def _check_files(out: Path, files: list[dict], key: str, what: str, whose: str) -> None:
     from fogsim.errors import FogsimError, shown_path
 
     record = read(out) or {}
-    recorded = record.get("data")
-    if not isinstance(recorded, list):  # a run from before data files were recorded, or a built-in dataset
+    recorded = record.get(key)
+    if not isinstance(recorded, list):  # a run from before these files were recorded, or a built-in one
         return
     for old, new in zip(recorded, files):
         if not isinstance(old, dict) or old.get("sha256") != new["sha256"]:
-            raise FogsimError(f"--resume {shown_path(out)}: the data file {shown_path(new['path'])} changed since "
+            raise FogsimError(f"--resume {shown_path(out)}: the {what} {shown_path(new['path'])} changed since "
                               "the run started (its SHA-256 differs from run.json's); restore it, or start a new run")
     if len(recorded) != len(files):
-        raise FogsimError(f"--resume {shown_path(out)}: its data files are not those run.json recorded; start a "
+        raise FogsimError(f"--resume {shown_path(out)}: its {whose} are not those run.json recorded; start a "
                           "new run")
 
 

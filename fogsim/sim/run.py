@@ -49,6 +49,7 @@ class Prepared:
     resumed: tuple[checkpoint.Checkpoint, DeviceStates] | None = None  # set by prepare_resume
     held: Claim | None = None  # the run directory, held from prepare_resume on
     data_files: list[dict] = field(default_factory=list)  # the user's data files: path, bytes, sha256
+    model_files: list[dict] = field(default_factory=list)  # the model builder's source file: path, bytes, sha256
 
     def identity(self) -> dict:
         """What a checkpoint must match to be resumed by this scenario: its text and its fleet plan."""
@@ -64,7 +65,8 @@ def prepare(path: str | Path, sets: list[str] = (), base: Path | None = None) ->
     (default: the scenario file's directory)."""
     base = Path(path).parent if base is None else base
     scenario = load_scenario(path, sets)
-    located = data_located(scenario, base)  # what the workers read: the user's data files named absolutely
+    # what the workers read: the user's data files and model builder named absolutely
+    located = model_located(data_located(scenario, base), base)
     d = located.data
     key = "data.loader" if d.loader is not None else "data.path" if d.path is not None else "data.name"
     try:
@@ -75,12 +77,30 @@ def prepare(path: str | Path, sets: list[str] = (), base: Path | None = None) ->
         raise FogsimError(f"{key}: {error}") from None
     except OSError as error:  # a data file that went away or became unreadable after it was read
         raise FogsimError(f"{key}: cannot read the data ({error.strerror or error}); check the file") from None
-    fleet = build_fleet(scenario, base, data.input_shape, data.num_classes)
+    fleet = build_fleet(located, base, data.input_shape, data.num_classes)
+    models = provenance.model_files(located.model)
     fog = build_fog(scenario, fleet)
     check_resources(scenario)
     partitions = partition_indices(data.train_y.numpy(), d.partition, len(fleet), scenario.seed)
     return Prepared(scenario, data, fleet, FleetSpec(located, fleet, partitions, fog), base.resolve(),
-                    data_files=files)
+                    data_files=files, model_files=models)
+
+
+def model_located(scenario: Scenario, base: Path) -> Scenario:
+    """``scenario`` with its model builder's file (``model: file.py:build``) named by an absolute path,
+    a relative one taken from ``base`` (the scenario file's folder), as ``data_located`` names the loader."""
+    from fogsim.data_files import loader_parts
+    from fogsim.models import builder_of, is_builder
+
+    if not is_builder(scenario.model):
+        return scenario
+    builder, _ = builder_of(scenario.model)
+    target, function = loader_parts(builder, "model builder")
+    if not target.endswith(".py"):
+        return scenario
+    located = f"{os.path.abspath(os.path.join(base, target))}:{function}"
+    model = located if isinstance(scenario.model, str) else scenario.model.model_copy(update={"builder": located})
+    return scenario.model_copy(update={"model": model})
 
 
 def data_located(scenario: Scenario, base: Path) -> Scenario:
@@ -112,6 +132,7 @@ def prepare_resume(out: Path) -> Prepared:
             raise FogsimError(f"--resume {shown_path(out)}: its checkpoint went away while being read; try again")
         prepared = prepare(out / "scenario.yaml")  # its profile files are in the run directory (provenance)
         provenance.check_data(out, prepared.data_files)
+        provenance.check_model(out, prepared.model_files)
         states = DeviceStates(len(prepared.fleet), prepared.scenario.simulation.state_memory)
         try:
             prepared.resumed = checkpoint.load(found, _expected(prepared, out), states), states
@@ -136,7 +157,7 @@ def _expected(prepared: Prepared, out: Path) -> checkpoint.Expected:
     from fogsim.sim.server_app import make_strategy
 
     scenario, data = prepared.scenario, prepared.data
-    model = build_model(scenario.model, data.input_shape, data.num_classes, seed=scenario.seed)
+    model = build_model(prepared.spec.scenario.model, data.input_shape, data.num_classes, seed=scenario.seed)
     arrays = {k: (np.dtype(str(v.numpy().dtype)), tuple(v.shape)) for k, v in model.state_dict().items()}
     shapes = {k: shape for k, (_, shape) in arrays.items()}
     masked = sum(int(np.prod(shapes[n], dtype=np.int64)) for n in Topology(model, data.input_shape).prunable)
@@ -278,6 +299,12 @@ def run(prepared: Prepared, out: Path, on_round: Callable[[dict], None] | None =
                     record["data"] = files
                 if data != prepared.scenario.data:
                     prepared = replace(prepared, scenario=prepared.scenario.model_copy(update={"data": data}))
+                # and the model builder's file, in models/, with its size and hash
+                model, files = provenance.copy_model(prepared.spec.scenario.model, prepared.model_files, out)
+                if files:
+                    record["model"] = files
+                if model != prepared.scenario.model:
+                    prepared = replace(prepared, scenario=prepared.scenario.model_copy(update={"model": model}))
             provenance.write(out, record)
         except OSError as error:
             raise OutputFailed(f"{out}: cannot write the run directory ({error.strerror or error})") from None
@@ -286,7 +313,8 @@ def run(prepared: Prepared, out: Path, on_round: Callable[[dict], None] | None =
         if resume:
             files = RunFiles.resume(out, resumed.round, fog=scenario.fog is not None)
             first_round = resumed.round + 1
-            initial = ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in resumed.arrays.items()})
+            # np.require keeps a 0-d array 0-d (a batch norm's step count); ascontiguousarray makes it (1,)
+            initial = ArrayRecord({k: Array(np.require(v, requirements="C")) for k, v in resumed.arrays.items()})
             strategy_state = resumed.strategy
         else:
             files, first_round, initial, strategy_state = RunFiles(

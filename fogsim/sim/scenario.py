@@ -12,10 +12,11 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, ValidationInfo, field_validator,
+                      model_validator)
 
 from fogsim.core.config import (MAX_BATCH, MAX_COMPRESSION, MAX_EPOCHS, MAX_LR, MAX_SEED, NumbersAreNotBooleans,
                                 TrainingSettings, lower_advice,
@@ -169,6 +170,46 @@ class Data(_Section):
             raise ValueError(f"only the built-in datasets are downloaded; with name {info.data['name']}, remove "
                              "data.download")
         return download
+
+
+class ModelSpec(_Section):
+    """The user's model: a builder function and the keyword arguments it is called with."""
+
+    builder: str = Field(description="file.py:function (the file relative to the scenario file) or "
+                         "package.module:function")
+    args: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of the builder, besides "
+                                 "input_shape and num_classes")
+
+    @field_validator("builder")
+    @classmethod
+    def _builder(cls, builder: str) -> str:
+        return _builder_form(builder)
+
+    @field_validator("args")
+    @classmethod
+    def _args(cls, args: dict[str, Any]) -> dict[str, Any]:
+        for key in args:
+            if not isinstance(key, str) or not key.isidentifier():
+                raise ValueError(f"{shown(key)} is not a keyword argument name")
+            if key in ("input_shape", "num_classes"):
+                raise ValueError(f"fogsim passes {key} itself (from the data); remove it from model.args")
+        return args
+
+    def __str__(self) -> str:
+        return self.builder
+
+
+def _model_form(value: Any) -> str:
+    """Which form a scenario's model takes: a name (a built-in, or a builder as file.py:function) or a mapping."""
+    return "form-mapping" if isinstance(value, (dict, ModelSpec)) else "form-name"
+
+
+def _builder_form(builder: str) -> str:
+    from fogsim.data_files import loader_parts
+
+    _path(builder)
+    loader_parts(builder, "model builder")
+    return builder
 
 
 class Training(TrainingSettings):
@@ -360,7 +401,14 @@ class Scenario(_Section):
     seed: int = Field(0, ge=0, le=MAX_SEED, description="seed of the model, the split, sampling, availability "
                       "and failures (0 to 2**32 - 1)")
     data: Data = Field(default_factory=Data, description="dataset and partition")
-    model: str = Field("mlp-small", description=f"one of {', '.join(MODELS)}")
+    model: Annotated[Union[Annotated[str, Tag("form-name")], Annotated[ModelSpec, Tag("form-mapping")]],
+                     Discriminator(_model_form)] = Field(
+        "mlp-small", description=f"one of {', '.join(MODELS)} (built in); or the user's own network: "
+        "file.py:build (the file relative to the scenario file, copied into the run directory) or "
+        "package.module:build (importable), called as build(input_shape=..., num_classes=...) with PyTorch seeded "
+        "by seed, returning a torch.nn.Module; or {builder: file.py:build, args: {...}} to pass keyword arguments "
+        "too. Any module trains with unstructured pruning (its activation memory measured with autograd's "
+        "saved-tensor hooks); structured pruning needs a flat nn.Sequential")
     rounds: int = Field(5, gt=0, le=MAX_ROUNDS, description="federated rounds")
     fraction: float = Field(1.0, gt=0, le=1, description="fraction of the available devices sampled each round")
     training: Training = Field(default_factory=Training, description="local training")
@@ -377,8 +425,15 @@ class Scenario(_Section):
 
     @field_validator("model")
     @classmethod
-    def _known_model(cls, name: str) -> str:
-        return _one_of(name, MODELS, "model")
+    def _known_model(cls, name: str | ModelSpec) -> str | ModelSpec:
+        if not isinstance(name, str):
+            return name
+        if ":" in name:
+            return _builder_form(name)
+        if name not in MODELS:
+            raise ValueError(f"unknown model {shown(name)} (known: {', '.join(MODELS)}; or your own, as "
+                             f"file.py:function or package.module:function){did_you_mean(name, MODELS)}")
+        return name
 
     @field_validator("name")
     @classmethod
