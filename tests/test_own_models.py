@@ -277,6 +277,17 @@ def test_structured_pruning_of_such_a_model_is_refused_naming_the_layer(tmp_path
     assert snapshot(tmp_path) == before
 
 
+def test_structured_pruning_names_a_module_the_table_does_not_know():
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Upsample(scale_factor=2), nn.Flatten(),
+                          nn.Linear(4 * 16 * 16, 10))
+    topology = Topology(model, (1, 8, 8))
+    assert not topology.flat and topology.prunable == ["0.weight", "4.weight"]
+    assert "cannot follow layer '2' (Upsample)" in topology.structured_refusal()
+    rows = DeviceTrainer(model, (1, 8, 8), 10, TrainConfig(method="dynhp", compression=4, epochs=1), horizon=32,
+                         budget=None).train(torch.randn(32, 1, 8, 8), torch.arange(32) % 10, 32)
+    assert all(row["memory_bytes"] <= row["budget_bytes"] for row in rows)  # unstructured: fine
+
+
 def test_a_model_whose_outputs_are_not_the_classes_is_refused(tmp_path, capsys):
     (tmp_path / "nets.py").write_text(WRAPPED)
     s = write_scenario(tmp_path, "nets.py:build")
@@ -356,6 +367,10 @@ def test_the_example_runs_on_ray_within_budget(tmp_path, capsys):
     assert code == 0, capsys.readouterr().err
     within_budget(out)
     assert [int(r["round"]) for r in read_rows(out / "rounds.csv")] == [1, 2, 3]
+    assert main(["run", str(s), "--out", str(tmp_path / "local"), "--quiet"]) == 0  # the same numbers locally
+    for name in ("rounds.csv", "clients.csv", "tiers.csv"):
+        drop = lambda rows: [{k: v for k, v in r.items() if k != "wall_time_s"} for r in rows]  # noqa: E731
+        assert drop(read_rows(out / name)) == drop(read_rows(tmp_path / "local" / name)), name
 
 
 def test_the_builder_of_docs_extending_runs(tmp_path, capsys):

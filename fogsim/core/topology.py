@@ -285,7 +285,9 @@ def _first_unfollowable(x: torch.Tensor, calls: list, modules: dict, out: torch.
     previous, last = x, None  # the tensor flowing along the chain, and the last prunable layer on it
     for name, module, args, result in calls:
         inputs = [a for a in args if torch.is_tensor(a)]
-        if len(inputs) != 1 or inputs[0] is not previous or not isinstance(module, TABLED):
+        if len(inputs) == 1 and inputs[0] is previous and not isinstance(module, TABLED):
+            return f"{name!r} ({type(module).__name__})"  # on the chain, but a module the table does not know
+        if len(inputs) != 1 or inputs[0] is not previous:
             return last or f"{name!r} ({type(module).__name__})"
         if isinstance(module, PRUNABLE):
             last = f"{name!r} ({type(module).__name__})"
