@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from fogsim.cli.console import print_table, progress_bar, round_status, stderr_console, stdout_console
-from fogsim.cli.simulation import ON_DIVERGENCE, SCENARIO, SET, VERBOSE, divergence_set
+from fogsim.cli.simulation import ON_DIVERGENCE, SCENARIO, SET, TRACK, VERBOSE, divergence_set
 
 
 def print_comparison(frame) -> None:
@@ -45,20 +45,23 @@ def sweep(scenario: Path = SCENARIO,
                                               "over them (default: the scenario's own seed, one run per value)"),
           sets: Optional[list[str]] = SET,
           quiet: bool = typer.Option(False, "--quiet", help="no progress display"),
-          verbose: bool = VERBOSE, on_divergence: Optional[str] = ON_DIVERGENCE) -> None:
+          verbose: bool = VERBOSE, on_divergence: Optional[str] = ON_DIVERGENCE,
+          track: Optional[list[str]] = TRACK) -> None:
     """Run a scenario once per value of one key (and per seed), then compare the runs: fogsim compare's table,
     CSV and plots, and accuracy against the value (groups.csv, sweep.png)."""
     from fogsim.rundir import check_free, default_run_dir, given_dir
     from fogsim.sim.sweep import plan, split_seeds, split_values, sweep as run_sweep
+    from fogsim.tracking import parse_tracks
 
     out = given_dir(out)
+    tracks = parse_tracks(track)
     if out is not None:
         check_free(out, "sweep")
     points = plan(scenario, key, split_values(values), [*(sets or []), *divergence_set(on_divergence)],
                   split_seeds(seeds))
     out = out or default_run_dir(f"sweep-{points[0].prepared.scenario.name}")
     if quiet:
-        frame = run_sweep(points, out, key, verbose=verbose)
+        frame = run_sweep(points, out, key, verbose=verbose, tracks=tracks)
     else:
         err = stderr_console()
         with progress_bar(err) as bar:
@@ -74,7 +77,7 @@ def sweep(scenario: Path = SCENARIO,
 
             def on_client(round_: int, done: int, total: int) -> None:
                 bar.update(rounds, status=f"round {round_}: clients {done}/{total} ...")
-            frame = run_sweep(points, out, key, on_start, on_round, verbose, on_client)
+            frame = run_sweep(points, out, key, on_start, on_round, verbose, on_client, tracks)
             bar.update(runs, completed=len(points), status="comparing")
     print_comparison(frame)
     stdout_console().print(f"sweep directory: {out}")

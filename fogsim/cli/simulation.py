@@ -17,6 +17,8 @@ SCENARIO = typer.Argument(..., help="scenario YAML file, e.g. scenarios/quicksta
 SET = typer.Option(None, "--set", help="change one key for this run, e.g. --set rounds=3 --set fleet[0].count=4")
 
 
+TRACK = typer.Option(None, "--track", help="also log every round to tensorboard:DIR or mlflow:URI (repeatable; "
+                     "pip install 'fogsim[tracking]')")
 VERBOSE = typer.Option(False, "--verbose", help="show Flower's and Ray's own logs (quiet by default)")
 ON_DIVERGENCE = typer.Option(None, "--on-divergence", help="stop (the scenario's default) or continue when training "
                              "diverges: the same as --set training.on_divergence=...")
@@ -37,12 +39,15 @@ def run(scenario: Optional[Path] = typer.Argument(None, help="scenario YAML file
         resume: Optional[str] = typer.Option(None, help="go on with the interrupted run in this directory from "
                                               "its last finished round (instead of SCENARIO)"),
         quiet: bool = typer.Option(False, "--quiet", help="no progress display"),
-        verbose: bool = VERBOSE, on_divergence: Optional[str] = ON_DIVERGENCE) -> None:
+        verbose: bool = VERBOSE, on_divergence: Optional[str] = ON_DIVERGENCE,
+        track: Optional[list[str]] = TRACK) -> None:
     """Run a scenario: the fleet trains with DynHP on Flower and Ray; results go to the run directory."""
     from fogsim.rundir import free_run_dir, given_dir
     from fogsim.sim.run import prepare, prepare_resume, run as run_scenario
+    from fogsim.tracking import parse_tracks
 
     out, resume = given_dir(out), given_dir(resume, "--resume")
+    tracks = parse_tracks(track)
 
     err = stderr_console()
     if (scenario is None) == (resume is None):
@@ -58,7 +63,7 @@ def run(scenario: Optional[Path] = typer.Argument(None, help="scenario YAML file
         out = free_run_dir(out, prepared.scenario.name, "run")
     resuming = resume is not None
     if quiet:
-        summary = run_scenario(prepared, out, verbose=verbose, resume=resuming)
+        summary = run_scenario(prepared, out, verbose=verbose, resume=resuming, tracks=tracks)
     else:
         print_table(plan_table(prepared), err)
         if (fogs := fog_table(prepared)) is not None:
@@ -71,7 +76,7 @@ def run(scenario: Optional[Path] = typer.Argument(None, help="scenario YAML file
 
             def on_client(round_: int, done: int, total: int) -> None:
                 bar.update(task, status=f"round {round_}: clients {done}/{total} ...")
-            summary = run_scenario(prepared, out, on_round, verbose, on_client, resume=resuming)
+            summary = run_scenario(prepared, out, on_round, verbose, on_client, resume=resuming, tracks=tracks)
     print_table(summary_table(summary))
     stdout_console().print(f"run directory: {out}")
 

@@ -262,13 +262,14 @@ def quiet_flower(verbose: bool = False) -> None:
 
 def run(prepared: Prepared, out: Path, on_round: Callable[[dict], None] | None = None,
         verbose: bool = False, on_client: Callable[[int, int, int], None] | None = None,
-        resume: bool = False) -> dict:
+        resume: bool = False, tracks: list = ()) -> dict:
     """Run the simulation, writing the run directory ``out`` as rounds complete; return the summary.
 
     After every round a checkpoint is written (``checkpoint``); with ``resume`` the run goes on
     from the newest checkpoint in ``out`` and ends with the files an uninterrupted run writes.
     ``on_client(round, replies, sampled)`` is called as the clients of a round reply.
-    ``verbose`` lets Flower's and Ray's own logs through (quiet by default).
+    ``verbose`` lets Flower's and Ray's own logs through (quiet by default). ``tracks``
+    (``tracking.parse_tracks``) also log every round to TensorBoard or MLflow.
     """
     quiet_flower(verbose)
     from flwr.app import Array, ArrayRecord
@@ -284,6 +285,7 @@ def run(prepared: Prepared, out: Path, on_round: Callable[[dict], None] | None =
         (None, DeviceStates(len(prepared.fleet), prepared.scenario.simulation.state_memory))
     start = time.perf_counter()
     record: dict | None = None
+    trackers = None
     try:
         try:
             record = provenance.resumed(out, provenance.command_line()) if resume else \
@@ -323,6 +325,14 @@ def run(prepared: Prepared, out: Path, on_round: Callable[[dict], None] | None =
                         first_round, initial, checkpoint_meta=identity,
                         strategy_state=strategy_state,
                         on_round=on_round, on_client=on_client, stop=threading.Event())
+        if tracks:
+            import yaml
+
+            from fogsim.tracking import Trackers
+
+            trackers = Trackers(tracks, out.name + (" (resumed)" if resume else ""), scenario.name,
+                                yaml.safe_load(resolved_yaml(scenario)), resolved_yaml(scenario))
+            job.on_record = trackers.round
         local = scenario.simulation.engine == "local"
         forget_stop = signals.on_interrupt(job.stop.set)  # the server leaves its wait at the signal itself
         try:
@@ -368,6 +378,8 @@ def run(prepared: Prepared, out: Path, on_round: Callable[[dict], None] | None =
         job.files.write_summary(summary)
         plot_run(out, scenario.name)
         provenance.write(out, provenance.ended(record, "finished"))
+        if trackers is not None:
+            trackers.finish(summary)
     except BaseException as error:
         # An interrupt keeps a run that has a checkpoint, round 0's included, so --resume goes on.
         interrupted = isinstance(error, KeyboardInterrupt) and checkpoint.latest(out) is not None
@@ -377,6 +389,8 @@ def run(prepared: Prepared, out: Path, on_round: Callable[[dict], None] | None =
                 provenance.write(out, provenance.ended(record, "interrupted" if interrupted else "failed"))
             except OSError:
                 pass  # a full disk: the run's own files say what finished
+        if trackers is not None:
+            trackers.abandon("KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
         held.release(False, keep=keep)
         if interrupted:
             signals.kept(f"what finished is kept in {out}; go on with: fogsim run --resume {out}")

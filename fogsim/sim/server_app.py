@@ -333,6 +333,8 @@ class RoundEnd:
             row = round_row(round_, evaluation, clients, self.grid, wall_time_s, fog_rows,
                             self.strategy.last_was_cloud)
             self.files.write_round(row, clients, fog_rows)
+        if self.job.on_record is not None:
+            self.job.on_record(row, clients)
         if self.on_round is not None:
             self.on_round(row)
         return row
@@ -437,6 +439,7 @@ class ServerJob:
     strategy_state: dict | None = None  # the server optimizer's state the first round starts from (resume)
     on_round: Callable[[dict], None] | None = None
     on_client: Callable[[int, int, int], None] | None = None  # (round, replies, sampled)
+    on_record: Callable[[dict, list[dict]], None] | None = None  # (round's row, its clients' rows): trackers
     stop: threading.Event | None = None  # set from another thread to end the rounds at the next wait
 
 

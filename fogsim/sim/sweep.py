@@ -136,8 +136,9 @@ def _holds_runs(out: Path) -> bool:
 def sweep(points: list[Point], out: Path, key: str,
           on_start: Callable[[int, Point], None] | None = None,
           on_round: Callable[[dict], None] | None = None, verbose: bool = False,
-          on_client: Callable[[int, int, int], None] | None = None) -> pd.DataFrame:
-    """Run every point into ``out/<name>`` in order, then write the comparison into ``out``."""
+          on_client: Callable[[int, int, int], None] | None = None, tracks: list = ()) -> pd.DataFrame:
+    """Run every point into ``out/<name>`` in order, then write the comparison into ``out``; ``tracks``:
+    each run is logged to the trackers as its own run, named as its directory."""
     from fogsim.sim.compare import load_run, name_runs, write_comparison
     from fogsim.sim.run import run
 
@@ -149,7 +150,7 @@ def sweep(points: list[Point], out: Path, key: str,
                 on_start(index, point)
             try:
                 run(point.prepared, out / point.name, on_round, verbose,
-                    **({"on_client": on_client} if on_client else {}))
+                    **({"on_client": on_client} if on_client else {}), **({"tracks": tracks} if tracks else {}))
             except Exception as error:  # an interrupt ends the sweep too; the runs are kept either way
                 reason = brief(str(error).splitlines()[0], 300) if str(error).strip() else type(error).__name__
                 if not _holds_runs(out):  # the sweep directory goes, so a rerun finds the place free
