@@ -55,11 +55,16 @@ class Dataset:
     otherwise) and are standardised when rows are taken (``train_rows``): a fleet's worker holds
     47 MB of Fashion-MNIST instead of 188 MB. ``train_x``, the whole standardised training set,
     is built on first use and kept. Both give the same bits: standardising is element-wise.
+
+    ``ids`` holds, for a natural partition (``data.partition.by``), the id column it splits by: one id
+    (an integer or a string) per training sample, as a numpy array; it is empty otherwise.
     """
 
     def __init__(self, name: str, train_raw: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor,
-                 test_y: torch.Tensor, num_classes: int, mean: torch.Tensor, std: torch.Tensor):
+                 test_y: torch.Tensor, num_classes: int, mean: torch.Tensor, std: torch.Tensor,
+                 ids: dict[str, np.ndarray] | None = None):
         self.name, self.num_classes = name, num_classes
+        self.ids: dict[str, np.ndarray] = dict(ids or {})
         self.train_y, self.test_x, self.test_y = train_y, test_x, test_y
         self._train_raw, self._mean, self._std = train_raw, mean, std
         self._train_x: torch.Tensor | None = None
@@ -84,16 +89,18 @@ class Dataset:
         """Pickled as numpy arrays, which Ray's object store shares between the worker processes of a
         machine without a copy (read-only: nothing reads a dataset's tensors in place but to read)."""
         arrays = (self._train_raw, self.train_y, self.test_x, self.test_y, self._mean, self._std)
-        return _from_arrays, (self.name, self.num_classes, *(t.numpy() for t in arrays))
+        return _from_arrays, (self.name, self.num_classes, *(t.numpy() for t in arrays), self.ids)
 
 
 def _from_arrays(name: str, num_classes: int, train_raw: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
-                 test_y: np.ndarray, mean: np.ndarray, std: np.ndarray) -> Dataset:
+                 test_y: np.ndarray, mean: np.ndarray, std: np.ndarray,
+                 ids: dict[str, np.ndarray] | None = None) -> Dataset:
     """A ``Dataset`` on the arrays ``Dataset.__reduce__`` gave, sharing their memory."""
     with warnings.catch_warnings():  # arrays in Ray's shared memory are read-only, and PyTorch says so
         warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
         t = [torch.from_numpy(a) for a in (train_raw, train_y, test_x, test_y)]
-        return Dataset(name, t[0], t[1], t[2], t[3], num_classes, torch.from_numpy(mean), torch.from_numpy(std))
+        return Dataset(name, t[0], t[1], t[2], t[3], num_classes, torch.from_numpy(mean), torch.from_numpy(std),
+                       ids)
 
 
 def load_dataset(
@@ -104,6 +111,10 @@ def load_dataset(
     seed: int = 0,
     path: str | os.PathLike | None = None,
     loader: str | None = None,
+    hub: str | None = None,
+    features: str | list[str] | None = None,
+    label: str | None = None,
+    ids: str | None = None,
 ) -> Dataset:
     """Load dataset ``name``; ``seed`` fixes the digits split and the synthetic data.
 
@@ -111,18 +122,34 @@ def load_dataset(
     cifar10); ``download`` is passed to torchvision and is never used by the tests. The user's
     own data (``fogsim.data_files``): ``name`` npz or folder reads ``path``; a ``loader``
     (``"file.py:function"``, the file's path absolute, or ``"package.module:function"``) is
-    called with ``seed``.
+    called with ``seed``; ``name`` huggingface reads the dataset ``save_to_disk`` wrote at ``path``,
+    or the hub dataset ``hub``, its ``features`` and ``label`` columns. ``ids`` names the id column a
+    natural partition splits by (``Dataset.ids``): an npz file's array ``train_<ids>``, a loader's key
+    ``train_<ids>``, a Hugging Face dataset's column; the built-in datasets and folders have none.
     """
+    if ids is not None and loader is None and name not in ("npz", "huggingface"):
+        from fogsim.data_files import IdsError
+
+        raise IdsError(f"dataset {name} has no id column; natural partitions need an npz file's array "
+                       "train_<by>, a loader's key train_<by> or a Hugging Face dataset's column")
     if loader is not None:
         from fogsim.data_files import as_dataset_arrays, load_with
 
-        return as_dataset_arrays("loader", load_with(loader, seed))
+        return as_dataset_arrays("loader", *load_with(loader, seed, ids))
+    if name == "huggingface":
+        from fogsim.data_files import as_dataset_arrays, load_huggingface
+
+        if path is None and hub is None:
+            raise FogsimError("dataset huggingface reads the folder at data.path or the hub id data.hub; give one")
+        return as_dataset_arrays(name, *load_huggingface(path, hub, features, label, seed, ids))
     if name in ("npz", "folder"):
         from fogsim.data_files import as_dataset_arrays, load_folder, load_npz
 
         if path is None:
             raise FogsimError(f"dataset {name} reads the file at data.path; give one")
-        return as_dataset_arrays(name, (load_npz if name == "npz" else load_folder)(path))
+        if name == "npz":
+            return as_dataset_arrays(name, *load_npz(path, ids))
+        return as_dataset_arrays(name, load_folder(path))
     if name == "digits":
         return _load_digits(seed)
     if name == "synthetic":
@@ -210,7 +237,7 @@ def _one_line(exc: BaseException) -> str:
 
 
 def _standardised(name: str, train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
-                  test_y: np.ndarray, num_classes: int) -> Dataset:
+                  test_y: np.ndarray, num_classes: int, ids: dict[str, np.ndarray] | None = None) -> Dataset:
     """Build a ``Dataset`` from (N, C, H, W) images or (N, F) features, standardising by the training
     statistics: images per channel, features per feature (each reduced over every axis but the second)."""
     # Bytes are kept as bytes (exactly representable in float32, so rows taken later standardise
@@ -232,6 +259,7 @@ def _standardised(name: str, train_x: np.ndarray, train_y: np.ndarray, test_x: n
         num_classes=num_classes,
         mean=mean,
         std=std,
+        ids=ids,
     )
 
 

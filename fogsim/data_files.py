@@ -103,8 +103,9 @@ def _regular(path: Path, what: str, fix: str) -> os.stat_result:
     return info
 
 
-def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """The four arrays of the npz file ``path``, their headers checked before any data is read."""
+def read_npz(path: str | os.PathLike, ids: str | None = None) -> dict[str, np.ndarray]:
+    """The four arrays of the npz file ``path`` (and ``train_<ids>``, the ids of a natural partition, when
+    ``ids`` is given), their headers checked before any data is read."""
     path = Path(path)
     _regular(path, "npz file", "give data.path as an .npz file (relative to the scenario file)")
     where = shown_path(path)
@@ -115,8 +116,14 @@ def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
             if missing:
                 held = ", ".join(brief(n, 40) for n in sorted(names)[:8]) or "none"
                 raise FogsimError(f"{where}: no array {missing[0]} (it holds: {held}); {_NPZ_FIX}")
+            wanted = KEYS
+            if ids is not None:
+                if f"train_{ids}" not in names:
+                    raise IdsError(f"{where}: no array train_{brief(ids, 40)} for data.partition.by (ids it holds: "
+                                   f"{_id_names(names)}); save one id per training sample as train_<column>")
+                wanted = KEYS + (f"train_{ids}",)
             total = 0
-            for key in KEYS:
+            for key in wanted:
                 with archive.open(names[key]) as member:
                     version = np.lib.format.read_magic(member)
                     read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
@@ -130,7 +137,7 @@ def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
                     raise FogsimError(f"{where}: its arrays hold more than {MAX_DATA_BYTES // 1024**3} GiB, "
                                       "the most a dataset file may hold; use a subset")
         with np.load(path, allow_pickle=False) as npz:
-            return {key: npz[key] for key in KEYS}
+            return {key: npz[key] for key in wanted}
     except zipfile.BadZipFile:
         raise FogsimError(f"{where}: not an npz file (not a zip archive); {_NPZ_FIX}") from None
     except (OSError, ValueError, EOFError, zlib.error, zipfile.LargeZipFile) as error:
@@ -138,9 +145,14 @@ def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
                           f"{_NPZ_FIX}") from None
 
 
-def load_npz(path: str | os.PathLike) -> tuple:
-    """``check_arrays`` of the npz file at ``path``."""
-    return check_arrays(shown_path(path), read_npz(path), _NPZ_FIX)
+def load_npz(path: str | os.PathLike, ids: str | None = None) -> tuple:
+    """``(check_arrays' result, {ids: array} or {})`` of the npz file at ``path``; the ids are its array
+    ``train_<ids>``."""
+    arrays = read_npz(path, ids)
+    checked = check_arrays(shown_path(path), arrays, _NPZ_FIX)
+    found = {} if ids is None else {ids: check_ids(shown_path(path), f"train_{ids}", arrays[f"train_{ids}"],
+                                                   len(checked[0]))}
+    return checked, found
 
 
 # --- folder --------------------------------------------------------------------------------------
@@ -306,8 +318,9 @@ def _error(error: BaseException) -> str:
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
-def load_with(loader: str, seed: int) -> tuple:
-    """``check_arrays`` of what the loader returns when called with ``seed=seed``."""
+def load_with(loader: str, seed: int, ids: str | None = None) -> tuple:
+    """``(check_arrays' result, {ids: array} or {})`` of what the loader returns when called with
+    ``seed=seed``; the ids are its dict's ``train_<ids>``."""
     _, function = loader_parts(loader)
     name = shown_path(loader)
     module = loader_module(loader)
@@ -330,7 +343,244 @@ def load_with(loader: str, seed: int) -> tuple:
     else:
         what = f"{len(result)} values" if isinstance(result, (tuple, list)) else shown(result)
         raise FogsimError(f"loader {name} returned {what}; {fix}")
-    return check_arrays(f"loader {name}", arrays, fix)
+    checked = check_arrays(f"loader {name}", arrays, fix)
+    if ids is None:
+        return checked, {}
+    if not isinstance(result, dict) or f"train_{ids}" not in result:
+        held = _id_names([k for k in result if isinstance(k, str)]) if isinstance(result, dict) else "none"
+        raise IdsError(f"loader {name}: no key train_{brief(ids, 40)} for data.partition.by (ids it returns: "
+                       f"{held}); return a dict with one id per training sample as train_<column>")
+    return checked, {ids: check_ids(f"loader {name}", f"train_{ids}", result[f"train_{ids}"], len(checked[0]))}
+
+
+# --- ids of a natural partition ------------------------------------------------------------------
+
+class IdsError(FogsimError):
+    """A problem with the id column a natural partition splits by (``data.partition.by``)."""
+
+
+def check_ids(source: str, column: str, ids, samples: int) -> np.ndarray:
+    """``ids`` (one id per training sample: integers or strings) checked, as a 1-D numpy array."""
+    fix = f"give one id per training sample (integers or strings) as {column}"
+    if not isinstance(ids, np.ndarray):
+        raise IdsError(f"{source}: {column} is {shown(ids)}, not a numpy array; {fix}")
+    if ids.dtype.kind not in "iuU":
+        raise IdsError(f"{source}: {column} holds {ids.dtype} values; ids are integers or strings, {fix}")
+    if ids.ndim != 1:
+        raise IdsError(f"{source}: {column} has shape {ids.shape}; {fix} (shape N)")
+    if len(ids) != samples:
+        raise IdsError(f"{source}: {column} holds {len(ids)} ids but the training split {samples} samples; {fix}")
+    return ids
+
+
+def _id_names(names, prefix: str = "train_") -> str:
+    found = sorted(n[len(prefix):] for n in names if n.startswith(prefix) and n not in ("train_x", "train_y"))
+    return ", ".join(brief(n, 40) for n in found[:12]) or "none"
+
+
+# --- huggingface ---------------------------------------------------------------------------------
+
+_HF_FIX = ("save a datasets.DatasetDict with train and test splits, or one datasets.Dataset, with "
+           "save_to_disk")
+HF_TEST_SHARE = 0.2  # of a dataset without a test split, held out for testing (a seeded choice)
+
+
+def _hf_splits(source: str, loaded, seed: int) -> tuple:
+    """``(train, test)`` of a loaded Dataset or DatasetDict: its train and test splits, or a seeded 80/20
+    split of the one dataset (or of a DatasetDict's only split named train)."""
+    import datasets
+
+    if isinstance(loaded, datasets.DatasetDict):
+        names = list(loaded)
+        if "train" not in loaded:
+            raise FogsimError(f"{source}: no train split (it holds: {', '.join(brief(n, 40) for n in names[:8]) or 'none'}"
+                              f"); {_HF_FIX}")
+        if "test" in loaded:
+            return loaded["train"], loaded["test"]
+        loaded = loaded["train"]
+    if not isinstance(loaded, datasets.Dataset):
+        raise FogsimError(f"{source}: holds {type(loaded).__name__}, not a dataset; {_HF_FIX}")
+    n = len(loaded)
+    if n < 3:
+        raise FogsimError(f"{source}: {n} samples, too few to split into training and test samples; {_HF_FIX}")
+    order = np.random.default_rng(seed).permutation(n)
+    held = max(1, round(n * HF_TEST_SHARE))
+    return loaded.select(np.sort(order[held:])), loaded.select(np.sort(order[:held]))
+
+
+def _is_array_feature(feature) -> bool:
+    import datasets
+
+    return isinstance(feature, (datasets.Image, datasets.Sequence, datasets.Array2D, datasets.Array3D,
+                                datasets.Array4D) + ((datasets.List,) if hasattr(datasets, "List") else ()))
+
+
+def _hf_features(source: str, columns: dict, label: str, features) -> list[str]:
+    """The feature columns: ``features`` (a name or a list of names), else image, img, or the only
+    array column besides the label."""
+    if features is not None:
+        chosen = [features] if isinstance(features, str) else list(features)
+        for name in chosen:
+            if name not in columns:
+                raise FogsimError(f"{source}: no column {shown(name)} for data.features (columns: "
+                                  f"{', '.join(brief(c, 40) for c in list(columns)[:12])})")
+            if name == label:
+                raise FogsimError(f"{source}: {shown(name)} is the label column; name other columns as data.features")
+        return chosen
+    for name in ("image", "img"):
+        if name in columns and name != label:
+            return [name]
+    arrays = [c for c, feature in columns.items() if c != label and _is_array_feature(feature)]
+    if len(arrays) != 1:
+        which = f"array columns {', '.join(brief(c, 40) for c in arrays[:8])}" if arrays else "no image or array column"
+        raise FogsimError(f"{source}: {which} (columns: {', '.join(brief(c, 40) for c in list(columns)[:12])}); "
+                          "name the feature column(s) as data.features")
+    return arrays
+
+
+def _nulls(split, column: str) -> int:
+    return split.with_format("arrow")[:].column(column).null_count
+
+
+def _hf_images(source: str, split, column: str, mode: str | None) -> tuple[np.ndarray, str]:
+    """The images of ``column`` as N x C x H x W bytes, grayscale if every image of the dataset is (``mode``)."""
+    images = split[column]
+    size = None
+    for image in images:
+        if size is None:
+            size = image.size
+        elif image.size != size:
+            raise FogsimError(f"{source}: {column} holds images of {image.size[0]}x{image.size[1]} and "
+                              f"{size[0]}x{size[1]} pixels; resize the images to one size")
+    if mode is None:
+        mode = "L" if all(image.mode in ("1", "L") for image in images) else "RGB"
+    channels = 1 if mode == "L" else 3
+    need = len(images) * channels * size[0] * size[1]
+    if need > MAX_DATA_BYTES:
+        raise FogsimError(f"{source}: its images hold {need} bytes of pixels, at most {MAX_DATA_BYTES // 1024**3} "
+                          "GiB are allowed; use a subset or smaller images")
+    x = np.empty((len(images), channels, size[1], size[0]), dtype=np.uint8)
+    for i, image in enumerate(images):
+        pixels = np.asarray(image.convert(mode))
+        x[i] = pixels[None] if channels == 1 else pixels.transpose(2, 0, 1)
+    return x, mode
+
+
+def _hf_numbers(source: str, split, columns: list[str]) -> np.ndarray:
+    """A column of numbers or of (nested) lists of numbers as one array; scalar columns stacked as N x F."""
+    table = split.with_format("numpy")
+    parts = []
+    for column in columns:
+        try:
+            values = np.asarray(table[column])
+        except (ValueError, TypeError) as error:
+            raise FogsimError(f"{source}: column {shown(column)} cannot be read as numbers ({brief(str(error), 80)})"
+                              "; give every sample the same shape") from None
+        if values.dtype.kind not in "iufb" or values.dtype.kind == "b":
+            raise FogsimError(f"{source}: column {shown(column)} holds {'samples of different shapes' if values.dtype == object else f'{values.dtype} values'}"
+                              "; features are numbers, every sample of one shape")
+        parts.append(values)
+    if len(parts) == 1:
+        return parts[0]
+    if any(p.ndim != 1 for p in parts):
+        raise FogsimError(f"{source}: data.features lists several columns, which must each hold one number per "
+                          "sample; name one array column instead")
+    return np.stack(parts, axis=1)
+
+
+def load_huggingface(path: str | os.PathLike | None = None, hub: str | None = None, features=None,
+                     label: str | None = None, seed: int = 0, ids: str | None = None) -> tuple:
+    """``(check_arrays' result, {ids: array} or {})`` of a Hugging Face dataset saved with ``save_to_disk`` at
+    ``path`` (read offline), or of the hub dataset ``hub`` (downloaded by ``datasets.load_dataset``); the
+    datasets library's progress bars stay off meanwhile (a quiet run prints nothing)."""
+    import datasets
+
+    shown_bars = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    try:
+        return _load_huggingface(path, hub, features, label, seed, ids)
+    finally:
+        if shown_bars:
+            datasets.enable_progress_bars()
+
+
+def _load_huggingface(path, hub, features, label, seed, ids) -> tuple:
+    import datasets
+
+    label = label or "label"
+    if path is not None:
+        root = Path(path)
+        source = shown_path(root)
+        if not root.is_dir():
+            raise FogsimError(f"{source}: not a directory (or not found); give data.path as the folder "
+                              "save_to_disk wrote (relative to the scenario file)")
+        try:
+            loaded = datasets.load_from_disk(str(root))
+        except FileNotFoundError:
+            raise FogsimError(f"{source}: not a saved Hugging Face dataset (no dataset_info.json or "
+                              f"dataset_dict.json); {_HF_FIX}") from None
+        except Exception as error:  # datasets and pyarrow raise many kinds for a damaged folder
+            raise FogsimError(f"{source}: cannot read the saved dataset ({_error(error)}); {_HF_FIX}") from None
+    else:
+        source = f"hub dataset {brief(hub, 80)}"
+        try:
+            loaded = datasets.load_dataset(hub)
+        except Exception as error:
+            raise FogsimError(f"{source}: cannot load it ({_error(error)}); check the id and the network "
+                              "connection, or save it with save_to_disk and give data.path") from None
+    train, test = _hf_splits(source, loaded, seed)
+    columns = dict(train.features)
+    if label not in columns:
+        raise FogsimError(f"{source}: no label column {shown(label)} (columns: "
+                          f"{', '.join(brief(c, 40) for c in list(columns)[:12])}); name it as data.label")
+    chosen = _hf_features(source, columns, label, features)
+    for split_name, split in (("train", train), ("test", test)):
+        for column in chosen + [label]:
+            if column not in split.features:
+                raise FogsimError(f"{source}: the {split_name} split has no column {shown(column)}; give both "
+                                  "splits the same columns")
+            empty = _nulls(split, column)
+            if empty:
+                raise FogsimError(f"{source}: {empty} {split_name} samples have no {column} (None); fill them or "
+                                  "drop those samples")
+    arrays = {}
+    image = len(chosen) == 1 and isinstance(columns[chosen[0]], datasets.Image)
+    mode = None
+    if image:
+        both = [split[chosen[0]] for split in (train, test)]
+        mode = "L" if all(im.mode in ("1", "L") for images in both for im in images) else "RGB"
+    for split_name, split in (("train", train), ("test", test)):
+        arrays[f"{split_name}_x"] = (_hf_images(source, split, chosen[0], mode)[0] if image
+                                     else _hf_numbers(source, split, chosen))
+        labels = np.asarray(split.with_format("numpy")[label])
+        arrays[f"{split_name}_y"] = labels
+    checked = check_arrays(source, arrays, "set data.features and data.label to the right columns, or fix the "
+                           "dataset")
+    found = {}
+    if ids is not None:
+        if ids not in columns:
+            raise IdsError(f"{source}: no column {shown(ids)} (columns: "
+                           f"{', '.join(brief(c, 40) for c in list(columns)[:12])}); name one of them")
+        empty = _nulls(train, ids)
+        if empty:
+            raise IdsError(f"{source}: {empty} training samples have no {ids} (None); give every sample an id "
+                           "or drop those samples")
+        values = np.asarray(train.with_format("numpy")[ids])
+        if values.dtype.kind == "O":
+            values = np.asarray(train[ids])
+        found[ids] = check_ids(source, f"column {ids}", values, len(checked[0]))
+    return checked, found
+
+
+def hf_digest(path: Path) -> tuple[int, str]:
+    """``(bytes, SHA-256)`` of the folder ``save_to_disk`` wrote: its files' paths (relative) and contents."""
+    digest, size = hashlib.sha256(), 0
+    for file in sorted(p for p in Path(path).rglob("*") if p.is_file()):
+        name = file.relative_to(path).as_posix().encode()
+        bytes_, hexdigest = file_digest(file)
+        digest.update(b"%d:%s:%s\n" % (len(name), name, hexdigest.encode()))
+        size += bytes_
+    return size, digest.hexdigest()
 
 
 # --- provenance ----------------------------------------------------------------------------------
@@ -357,10 +607,10 @@ def folder_digest(path: Path) -> tuple[int, str]:
     return size, digest.hexdigest()
 
 
-def as_dataset_arrays(name: str, arrays: tuple):
-    """A ``Dataset`` from ``check_arrays``' result."""
+def as_dataset_arrays(name: str, arrays: tuple, ids: dict | None = None):
+    """A ``Dataset`` from ``check_arrays``' result, with the id columns a natural partition splits by."""
     from fogsim.data import _standardised
 
     train_x, train_y, test_x, test_y, classes = arrays
-    return _standardised(name, train_x, train_y, test_x, test_y, classes)
+    return _standardised(name, train_x, train_y, test_x, test_y, classes, ids=ids)
 

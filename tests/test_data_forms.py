@@ -288,7 +288,7 @@ def _bytes_file(tmp: Path, name: str, content: bytes) -> dict:
     (lambda t: npz(t, train_x=np.zeros((60, 2, 2, 2, 2))), r"train_x has shape \(60, 2, 2, 2, 2\); give N x F"),
     (lambda t: npz(t, train_y=np.full(60, 10**9)), r"at most 100000 classes"),
     (lambda t: {"name": "npz"}, r"data\.path: name npz reads an \.npz file: give its path"),
-    (lambda t: {"name": "digits", "path": "d.npz"}, r"data\.path: only name npz or folder reads a path"),
+    (lambda t: {"name": "digits", "path": "d.npz"}, r"data\.path: only name npz, folder or huggingface reads a path"),
     (lambda t: {"name": "npz", "path": "d.npz", "root": "."}, r"data\.root: only the built-in datasets read root"),
     (lambda t: folder(t, lambda r: (r / "test" / "dog").rename(r / "test" / "cow")),
      r"class folders of train/ and test/ differ \(only in train/: dog; only in test/: cow\)"),

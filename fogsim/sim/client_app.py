@@ -54,16 +54,21 @@ from strategies.sums import SumStack, Sums
 
 @lru_cache(maxsize=2)
 def cached_dataset(name: str, root: str | None, download: bool, seed: int, path: str | None = None,
-                   loader: str | None = None) -> Dataset:
+                   loader: str | None = None, hub: str | None = None, features: str | tuple[str, ...] | None = None,
+                   label: str | None = None) -> Dataset:
     """One copy of the dataset per worker process, loaded the first time a client needs it."""
-    return load_dataset(name, root=root, download=download, seed=seed, path=path, loader=loader)
+    features = list(features) if isinstance(features, tuple) else features
+    return load_dataset(name, root=root, download=download, seed=seed, path=path, loader=loader, hub=hub,
+                        features=features, label=label)
 
 
 def dataset_of(scenario: Scenario) -> Dataset:
     """The scenario's dataset; the user's data files are named absolutely in the scenario a worker
     receives (``run.data_located``)."""
     data = scenario.data
-    return cached_dataset(data.name, data.root, data.download, scenario.seed, data.path, data.loader)
+    features = tuple(data.features) if isinstance(data.features, list) else data.features  # hashable, for the cache
+    return cached_dataset(data.name, data.root, data.download, scenario.seed, data.path, data.loader, data.hub,
+                          features, data.label)
 
 
 def download_nbytes(dense: dict[str, np.ndarray], kept: dict[str, int] | None, download: str) -> int:

@@ -2,7 +2,8 @@
 
 A *split* gives every training row to at most one device: ``iid`` cuts a seeded permutation of the
 rows into contiguous, near-equal shares; ``dirichlet`` and ``shards`` use Flower Datasets'
-partitioners on a two-column table (``label`` and the row ``index``), so nothing is downloaded.
+partitioners on a two-column table (``label`` and the row ``index``), so nothing is downloaded;
+``natural`` gives each device the rows of one id of the data's id column (``natural_split``).
 With ``per_device`` set, every device instead *draws* its own rows, on demand, from its own seed.
 
 Both are held in a :class:`Partitions`, which is shipped to every Ray worker: a split is one
@@ -172,9 +173,48 @@ def label_split(labels: np.ndarray, spec: Partition, num_partitions: int, seed: 
     return Split(rows[flat], sizes)
 
 
-def partition_indices(labels: np.ndarray, spec: Partition, num_partitions: int, seed: int) -> Partitions:
-    """Row indices of each device's partition; every partition is non-empty."""
+def natural_split(ids: np.ndarray, num_partitions: int, seed: int, column: str = "id") -> Split:
+    """Each device the rows of one id: Flower Datasets' ``NaturalIdPartitioner`` numbers the ids (sorted),
+    a seeded permutation of those numbers deals them to the devices, device ``d`` getting the ``d``-th.
+
+    With fewer devices than ids, the ids past the fleet's size in that seeded order are left out (a
+    device stays one writer, a user, a sensor, as in a federation whose population is larger than the
+    devices simulated; merging ids would make devices that exist nowhere). More devices than ids is
+    refused. The rows of an id are in training-set order, as the partitioner's ``load_partition``
+    gives them; they are found with numpy in one pass rather than by its row-by-row loop.
+    """
+    from datasets import Dataset
+    from flwr_datasets.partitioner import NaturalIdPartitioner
+
+    ids = np.asarray(ids)
+    partitioner = NaturalIdPartitioner(partition_by="id")
+    partitioner.dataset = Dataset.from_dict({"id": ids.tolist()})
+    count = partitioner.num_partitions  # numbers the sorted unique ids
+    if num_partitions > count:
+        raise FogsimError(f"fleet: {num_partitions} devices but the id column {column} has only {count} ids, one "
+                          f"per device with kind natural; use at most {count} devices (fleet[i].count), or another "
+                          "partition kind")
+    natural = partitioner.partition_id_to_natural_id
+    unique, codes = np.unique(ids, return_inverse=True)  # the same sorted order as the partitioner's numbers
+    if len(unique) != count or any(unique[i] != natural[i] for i in range(count)):  # a changed partitioner
+        raise AssertionError("NaturalIdPartitioner numbers the ids otherwise than sorted; fogsim needs updating")
+    chosen = np.random.default_rng(seed).permutation(count)[:num_partitions]
+    by_id = np.argsort(codes, kind="stable")  # rows grouped by id, each group in row order
+    counts = np.bincount(codes, minlength=count)
+    starts = np.concatenate([[0], np.cumsum(counts)])
+    rows = np.concatenate([by_id[starts[i]:starts[i + 1]] for i in chosen])
+    return Split(rows, counts[chosen])
+
+
+def partition_indices(labels: np.ndarray, spec: Partition, num_partitions: int, seed: int,
+                      ids: np.ndarray | None = None) -> Partitions:
+    """Row indices of each device's partition; every partition is non-empty. ``ids`` (one per training
+    row) is the id column a natural partition splits by."""
     labels = np.asarray(labels)
+    if spec.kind == "natural":
+        if ids is None:
+            raise FogsimError(f"data.partition.by: the data has no id column {spec.by}")
+        return natural_split(ids, num_partitions, seed, spec.by)
     if spec.per_device is not None:
         if spec.per_device > len(labels):
             raise FogsimError(f"data.partition.per_device: {spec.per_device} samples per device but the training "

@@ -50,12 +50,14 @@ def copy_profiles(profiles: list[str], base: Path, out: Path) -> list[str]:
 
 def data_files(data) -> list[dict]:
     """The user's data files of a scenario's data section (``run.data_located``: paths absolute), each
-    with its size and SHA-256: the npz file, the folder's images (one digest of all), the loader's source."""
-    from fogsim.data_files import file_digest, folder_digest, loader_file
+    with its size and SHA-256: the npz file, the folder's images (one digest of all), the files of a saved
+    Hugging Face dataset (one digest of all), the loader's source. A hub dataset is named by its id alone."""
+    from fogsim.data_files import file_digest, folder_digest, hf_digest, loader_file
 
     if data.path is not None:
         path = Path(data.path)
-        size, sha256 = folder_digest(path) if data.name == "folder" else file_digest(path)
+        digest = {"folder": folder_digest, "huggingface": hf_digest}.get(data.name, file_digest)
+        size, sha256 = digest(path)
         return [{"path": str(path), "bytes": size, "sha256": sha256}]
     if data.loader is not None:
         source = loader_file(data.loader)

@@ -19,6 +19,7 @@ from typing import Callable
 import numpy as np
 
 from fogsim.data import Dataset, load_dataset
+from fogsim.data_files import IdsError
 from fogsim.models import build_model
 from fogsim import signals
 from fogsim.errors import FogsimError, shown_path
@@ -68,11 +69,14 @@ def prepare(path: str | Path, sets: list[str] = (), base: Path | None = None) ->
     # what the workers read: the user's data files and model builder named absolutely
     located = model_located(data_located(scenario, base), base)
     d = located.data
-    key = "data.loader" if d.loader is not None else "data.path" if d.path is not None else "data.name"
+    key = ("data.loader" if d.loader is not None else "data.path" if d.path is not None
+           else "data.hub" if d.hub is not None else "data.name")
     try:
         data = load_dataset(d.name, root=d.root, download=d.download, seed=scenario.seed, path=d.path,
-                            loader=d.loader)
+                            loader=d.loader, hub=d.hub, features=d.features, label=d.label, ids=d.partition.by)
         files = provenance.data_files(d)
+    except IdsError as error:
+        raise FogsimError(f"data.partition.by: {error}") from None
     except FogsimError as error:
         raise FogsimError(f"{key}: {error}") from None
     except OSError as error:  # a data file that went away or became unreadable after it was read
@@ -81,7 +85,8 @@ def prepare(path: str | Path, sets: list[str] = (), base: Path | None = None) ->
     models = provenance.model_files(located.model)
     fog = build_fog(scenario, fleet)
     check_resources(scenario)
-    partitions = partition_indices(data.train_y.numpy(), d.partition, len(fleet), scenario.seed)
+    partitions = partition_indices(data.train_y.numpy(), d.partition, len(fleet), scenario.seed,
+                                   ids=data.ids.get(d.partition.by) if d.partition.by is not None else None)
     return Prepared(scenario, data, fleet, FleetSpec(located, fleet, partitions, fog), base.resolve(),
                     data_files=files, model_files=models)
 

@@ -51,7 +51,8 @@ def _one_of(name: str, known: tuple[str, ...], what: str) -> str:
     return name
 
 
-USER_DATA = ("npz", "folder", "loader")  # data.name of the user's own data (fogsim.data_files)
+USER_DATA = ("npz", "folder", "huggingface", "loader")  # data.name of the user's own data (fogsim.data_files)
+ID_DATA = ("npz", "huggingface", "loader")  # the forms that can hold an id column (natural partitions)
 
 
 def _path(text: str | None) -> str | None:
@@ -63,9 +64,15 @@ def _path(text: str | None) -> str | None:
 class Partition(_Section):
     """How the training set is split across the fleet (Flower Datasets' partitioners), or drawn per device."""
 
-    kind: Literal["iid", "dirichlet", "shards"] = Field(
+    kind: Literal["iid", "dirichlet", "shards", "natural"] = Field(
         "iid", description="iid: equal random shares; dirichlet: label shares drawn from Dir(alpha) per class; "
-        "shards: each device gets a few label-sorted shards")
+        "shards: each device gets a few label-sorted shards; natural: each device is one value of the id column "
+        "data.partition.by (a writer, a user, a sensor) and gets that id's samples (Flower Datasets' "
+        "NaturalIdPartitioner); with fewer devices than ids, a seeded choice of ids is used and the rest left out; "
+        "more devices than ids is refused")
+    by: str | None = Field(None, validate_default=True, description="the id column of a natural partition (natural only): npz: the array "
+                           "train_<by>; loader: the key train_<by> of its dict; huggingface: the column <by> of the "
+                           "train split; integers or strings, one per training sample")
     alpha: float = Field(0.5, gt=0, le=1e6, description="Dirichlet concentration (dirichlet only): small is more "
                          "skewed; with per_device, of each device's own class proportions")
     shards_per_device: int = Field(2, ge=1, le=MAX_SAMPLES, description="label-sorted shards per device "
@@ -82,18 +89,34 @@ class Partition(_Section):
     @field_validator("per_device")
     @classmethod
     def _drawable(cls, per_device: int | None, info: ValidationInfo) -> int | None:
-        if per_device is not None and info.data.get("kind") == "shards":
-            raise ValueError("shards split the set and cannot be drawn per device; use kind iid or dirichlet, "
-                             "or remove per_device")
+        if per_device is not None and info.data.get("kind") in ("shards", "natural"):
+            raise ValueError(f"{info.data['kind']} split the set and cannot be drawn per device; use kind iid or "
+                             "dirichlet, or remove per_device")
         return per_device
+
+    @field_validator("by")
+    @classmethod
+    def _column(cls, by: str | None, info: ValidationInfo) -> str | None:
+        kind = info.data.get("kind")
+        if by is None:
+            if kind == "natural":
+                raise ValueError("kind natural splits by an id column: give by: COLUMN (e.g. by: writer)")
+            return None
+        if kind is not None and kind != "natural":
+            raise ValueError(f"only kind natural splits by a column, but kind is {kind}; remove by or set "
+                             "kind: natural")
+        if not by or "\0" in by or len(by) > 200:
+            raise ValueError(f"{shown(by)} is not a column name")
+        return by
 
 
 class Data(_Section):
-    """The dataset and its split: a built-in dataset, the user's files (npz, folder) or a loader function."""
+    """The dataset and its split: a built-in dataset, the user's files (npz, folder, huggingface) or a loader."""
 
     name: str = Field("digits", description=f"one of {', '.join(DATASETS)} (built in); npz: an .npz file at "
-                      "data.path; folder: image folders at data.path; loader: the data.loader function's arrays "
-                      "(the default when data.loader is given)")
+                      "data.path; folder: image folders at data.path; huggingface: a dataset saved with "
+                      "save_to_disk at data.path, or the hub dataset data.hub; loader: the data.loader function's "
+                      "arrays (the default when data.loader is given)")
     loader: str | None = Field(
         None, validate_default=True, description="a function returning the data, file.py:function (the file "
         "relative to the scenario file, copied into the run directory) or package.module:function (importable); "
@@ -103,7 +126,17 @@ class Data(_Section):
         None, validate_default=True, description="the user's data, relative to the scenario file. npz: a file "
         "holding the arrays train_x (N x F features, N x H x W or N x C x H x W images, numbers), train_y "
         "(integer labels 0 to K-1), test_x, test_y; folder: a directory of train/<class>/*.png|jpg and "
-        "test/<class>/*.png|jpg, class folders sorted by name giving the labels")
+        "test/<class>/*.png|jpg, class folders sorted by name giving the labels; huggingface: the folder "
+        "Dataset.save_to_disk or DatasetDict.save_to_disk wrote (train and test splits, or one dataset split "
+        "80/20 by seed), read offline")
+    hub: str | None = Field(None, description="huggingface only: a Hugging Face Hub dataset id (e.g. "
+                            "ylecun/mnist), downloaded by the datasets library, instead of data.path")
+    features: str | list[str] | None = Field(
+        None, description="huggingface only: the feature column (images become arrays as the folder form's; "
+        "numbers or lists of numbers stack into N x F, N x H x W or N x C x H x W), or a list of numeric columns "
+        "stacked into N x F (default: image, else img, else the only array column besides the label)")
+    label: str | None = Field(None, description="huggingface only: the label column, integers 0 to K-1 (default: "
+                              "label)")
     root: str | None = Field(None, description="directory of the dataset's files or a torchvision root "
                              "(built-in datasets; default: Debian's package for fashion-mnist, "
                              "~/.cache/fogsim/data otherwise)")
@@ -148,12 +181,52 @@ class Data(_Section):
                 what = "an .npz file" if name == "npz" else "a folder holding train/ and test/"
                 raise ValueError(f"name {name} reads {what}: give its path (relative to the scenario file)")
             return None
-        if name is not None and name not in ("npz", "folder"):
-            raise ValueError(f"only name npz or folder reads a path, but name is {shown(name)}; remove data.path "
-                             "or set data.name")
+        if name is not None and name not in ("npz", "folder", "huggingface"):
+            raise ValueError(f"only name npz, folder or huggingface reads a path, but name is {shown(name)}; "
+                             "remove data.path or set data.name")
         if not path:
             raise ValueError("an empty path; give the file or folder")
         return _path(path)
+
+    @field_validator("hub")
+    @classmethod
+    def _hub(cls, hub: str | None, info: ValidationInfo) -> str | None:
+        if hub is None:
+            return None
+        if info.data.get("name") != "huggingface":
+            raise ValueError(f"only name huggingface reads a hub dataset, but name is {shown(info.data.get('name'))}; "
+                             "remove data.hub or set data.name: huggingface")
+        if info.data.get("path") is not None:
+            raise ValueError("give data.path (a saved dataset) or data.hub (a hub id), not both")
+        if not hub or "\0" in hub or len(hub) > 200 or hub != hub.strip():
+            raise ValueError(f"{shown(hub)} is not a hub dataset id (e.g. ylecun/mnist)")
+        return hub
+
+    @field_validator("features", "label")
+    @classmethod
+    def _columns(cls, value, info: ValidationInfo):
+        if value is None:
+            return None
+        if info.data.get("name") != "huggingface":
+            raise ValueError(f"only name huggingface has columns to choose; remove data.{info.field_name}")
+        names = [value] if isinstance(value, str) else value
+        if not names:
+            raise ValueError("an empty list; name at least one column")
+        for name in names:
+            if not name or "\0" in name or len(name) > 200:
+                raise ValueError(f"{shown(name)} is not a column name")
+        return value
+
+    @model_validator(mode="after")
+    def _forms(self) -> "Data":
+        if self.name == "huggingface" and self.path is None and self.hub is None:
+            raise ValueError("name huggingface reads a dataset saved with save_to_disk: give its folder as "
+                             "data.path (relative to the scenario file), or a hub id as data.hub")
+        if self.partition.kind == "natural" and self.name not in ID_DATA:
+            raise ValueError(f"partition kind natural splits by an id column, which {self.name} has none of; "
+                             "ids come with name npz (an array train_<by>), a loader (a key train_<by>) or "
+                             "name huggingface (a column); use kind iid, dirichlet or shards")
+        return self
 
     @field_validator("root")
     @classmethod
@@ -656,9 +729,11 @@ def resolved_yaml(scenario: Scenario) -> str:
         del data["simulation"]["engine"]
     if data["fog"] is None:
         del data["fog"]
-    for key in ("loader", "path"):  # the built-in datasets' scenarios resolve as before these keys existed
+    for key in ("loader", "path", "hub", "features", "label"):  # built-in datasets resolve as before these keys
         if data["data"][key] is None:
             del data["data"][key]
+    if data["data"]["partition"]["by"] is None:
+        del data["data"]["partition"]["by"]
     for entry in data["fleet"]:
         if entry["fog"] is None:
             del entry["fog"]
