@@ -118,3 +118,31 @@ def serve_in_process(out: Path, sets: list[str], workers: int = 2, stop_after: i
         states.close()
         prepared.held.release(True)
     return grid, prepared
+
+
+def interrupted_run(prepared, out: Path, after_round: int = 1) -> None:
+    """Run ``prepared`` into ``out`` and stop it after round ``after_round``'s files and checkpoint, as an
+    interrupt (Ctrl-C) does then; the run directory is kept for ``--resume``."""
+    from fogsim.sim.run import run
+
+    def on_round(row):
+        if row["round"] == after_round:
+            raise KeyboardInterrupt
+
+    try:
+        run(prepared, out, on_round=on_round)
+    except KeyboardInterrupt:
+        return
+    raise AssertionError(f"the run ended before round {after_round} could be interrupted")
+
+
+def ran_one_round(argv: list[str], capsys) -> Path:
+    """Run the command ``argv`` (a one-round run with ``--out``); its run directory, checked to hold round 1."""
+    from fogsim.cli import main
+    from fogsim.sim.outputs import read_rows
+
+    code = main(argv)
+    assert code == 0, capsys.readouterr().err
+    out = Path(argv[argv.index("--out") + 1])
+    assert [r["round"] for r in read_rows(out / "rounds.csv")] == [1]
+    return out

@@ -12,7 +12,6 @@ import hashlib
 import json
 import re
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +24,7 @@ from fogsim.cli import main
 from fogsim.data import load_dataset
 from fogsim.sim.outputs import read_rows
 from fogsim.sim.run import prepare, prepare_resume, run
+from inprocess import interrupted_run, ran_one_round
 
 BASE = {"name": "t", "model": "mlp-small", "rounds": 1, "training": {"batch_min": 8},
         "fleet": [{"profile": "rpi4", "count": 2}, {"profile": "esp32-s3"}], "simulation": {"engine": "local"}}
@@ -80,14 +80,6 @@ def write_folder(root: Path, classes=("cat", "dog"), size=(8, 6), modes=("L",), 
     return root
 
 
-def ran(argv: list[str], capsys) -> Path:
-    code = main(argv)
-    assert code == 0, capsys.readouterr().err
-    out = Path(argv[argv.index("--out") + 1])
-    assert [r["round"] for r in read_rows(out / "rounds.csv")] == [1]
-    return out
-
-
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -99,7 +91,7 @@ def test_an_npz_file_runs_end_to_end(tmp_path, capsys, shape):
     (tmp_path / "data").mkdir()
     np.savez(tmp_path / "data" / "d.npz", **arrays(shape))
     s = write_scenario(tmp_path / "scenarios", {"name": "npz", "path": "../data/d.npz"})
-    out = ran(["run", str(s), "--out", str(tmp_path / "out"), *LOCAL], capsys)
+    out = ran_one_round(["run", str(s), "--out", str(tmp_path / "out"), *LOCAL], capsys)
     written = yaml.safe_load((out / "scenario.yaml").read_text())["data"]
     assert written["name"] == "npz" and written["path"] == str(tmp_path / "data" / "d.npz")  # absolute
     record = json.loads((out / "run.json").read_text())["data"]
@@ -127,7 +119,7 @@ def test_npz_samples_take_the_shape_the_models_get_and_are_standardised_by_train
 def test_an_image_folder_runs_end_to_end_labelled_by_sorted_class_names(tmp_path, capsys):
     write_folder(tmp_path / "pics", classes=("zebra", "ant", "moth"), modes=("L", "RGB"))
     s = write_scenario(tmp_path, {"name": "folder", "path": "pics"})
-    out = ran(["run", str(s), "--out", str(tmp_path / "out"), *LOCAL], capsys)
+    out = ran_one_round(["run", str(s), "--out", str(tmp_path / "out"), *LOCAL], capsys)
     assert json.loads((out / "run.json").read_text())["data"][0]["path"] == str(tmp_path / "pics")
     data = load_dataset("folder", path=tmp_path / "pics")
     assert data.input_shape == (3, 6, 8) and data.num_classes == 3  # one RGB image makes all RGB; 8 wide, 6 high
@@ -143,12 +135,7 @@ def test_a_loader_file_runs_and_a_moved_run_directory_resumes_with_its_copy(tmp_
     s = write_scenario(folder, {"loader": "my_data.py:load"}, rounds=2)
     out = tmp_path / "run"
 
-    def stop_in_round_1(row):
-        if row["round"] == 1:
-            raise KeyboardInterrupt  # as an interrupt does, after the round's rows and checkpoint
-
-    with pytest.raises(KeyboardInterrupt):
-        run(prepare(s), out, on_round=stop_in_round_1)
+    interrupted_run(prepare(s), out)
     assert (out / "loaders" / "my_data.py").read_text() == LOADER
     written = yaml.safe_load((out / "scenario.yaml").read_text())["data"]
     assert written["name"] == "loader" and written["loader"] == "loaders/my_data.py:load"
@@ -168,7 +155,7 @@ def test_the_loader_of_docs_extending_runs(tmp_path, capsys):
     section = doc.split("\n## Your own data\n", 1)[1].split("\n## ", 1)[0]
     (block,) = re.findall(r"```python\n(.*?)```", section, flags=re.S)
     (tmp_path / "my_data.py").write_text(block)
-    out = ran(["run", str(write_scenario(tmp_path, {"loader": "my_data.py:load"})), "--out", str(tmp_path / "out"),
+    out = ran_one_round(["run", str(write_scenario(tmp_path, {"loader": "my_data.py:load"})), "--out", str(tmp_path / "out"),
                *LOCAL], capsys)
     assert (out / "loaders" / "my_data.py").read_text() == block
 
@@ -179,7 +166,7 @@ def test_a_loader_from_an_importable_module_runs(tmp_path, capsys, monkeypatch):
     (tmp_path / "lib" / "sensors" / "readings.py").write_text(LOADER.replace("def load", "def readings"))
     monkeypatch.syspath_prepend(str(tmp_path / "lib"))
     s = write_scenario(tmp_path / "scenarios", {"loader": "sensors.readings:readings"})
-    out = ran(["run", str(s), "--out", str(tmp_path / "out"), *LOCAL], capsys)
+    out = ran_one_round(["run", str(s), "--out", str(tmp_path / "out"), *LOCAL], capsys)
     assert yaml.safe_load((out / "scenario.yaml").read_text())["data"]["loader"] == "sensors.readings:readings"
     assert json.loads((out / "run.json").read_text())["data"][0]["path"] == str(tmp_path / "lib" / "sensors" /
                                                                                 "readings.py")
@@ -191,12 +178,7 @@ def test_a_resume_whose_data_file_changed_is_refused(tmp_path, capsys):
     s = write_scenario(tmp_path, {"name": "npz", "path": "d.npz"}, rounds=2)
     out = tmp_path / "run"
 
-    def stop_in_round_1(row):
-        if row["round"] == 1:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        run(prepare(s), out, on_round=stop_in_round_1)
+    interrupted_run(prepare(s), out)
     np.savez(tmp_path / "d.npz", **arrays(seed=1))  # same shapes, other numbers
     capsys.readouterr()
     assert main(["run", "--resume", str(out), "--quiet"]) == 2
@@ -214,7 +196,7 @@ def test_user_data_runs_on_ray_from_the_drivers_copy(tmp_path, capsys):
     (folder / "my_data.py").write_text(LOADER.replace("def load(seed):\n", "def load(seed):\n    with open("
                                                       f"{str(calls)!r}, 'a') as f:\n        f.write('x')\n"))
     s = write_scenario(folder, {"loader": "my_data.py:load"})
-    out = ran(["run", str(s), "--out", str(tmp_path / "out"), "--set", "simulation.engine=ray", "--set",
+    out = ran_one_round(["run", str(s), "--out", str(tmp_path / "out"), "--set", "simulation.engine=ray", "--set",
                "simulation.num_cpus=2", "--set", "rounds=1", "--quiet"], capsys)
     clients = read_rows(out / "clients.csv")
     assert len(clients) == 3 and not any(int(row["failed"]) for row in clients)
@@ -339,7 +321,7 @@ def test_too_big_is_refused_from_the_headers(tmp_path, capsys, monkeypatch):
 
 def test_a_loader_leaves_no_bytecode_beside_its_file(tmp_path, capsys):
     (tmp_path / "ok.py").write_text(LOADER)
-    ran(["run", str(write_scenario(tmp_path, {"loader": "ok.py:load"})), "--out", str(tmp_path / "out"), *LOCAL],
+    ran_one_round(["run", str(write_scenario(tmp_path, {"loader": "ok.py:load"})), "--out", str(tmp_path / "out"), *LOCAL],
         capsys)
     assert not (tmp_path / "__pycache__").exists()
 

@@ -23,6 +23,7 @@ from fogsim.data import load_dataset
 from fogsim.sim.outputs import read_rows
 from fogsim.sim.partition import natural_split
 from fogsim.sim.run import prepare
+from inprocess import ran_one_round
 
 BASE = {"name": "t", "model": "mlp-small", "rounds": 1, "training": {"batch_min": 8},
         "fleet": [{"profile": "rpi4", "count": 2}, {"profile": "esp32-s3"}], "simulation": {"engine": "local"}}
@@ -98,21 +99,13 @@ def assert_one_id_each(parts, ids: np.ndarray) -> list:
     return got
 
 
-def ran(argv: list[str], capsys) -> Path:
-    code = main(argv)
-    assert code == 0, capsys.readouterr().err
-    out = Path(argv[argv.index("--out") + 1])
-    assert [r["round"] for r in read_rows(out / "rounds.csv")] == [1]
-    return out
-
-
 # --- each form, end to end --------------------------------------------------------------------
 
 def test_an_npz_natural_partition_gives_each_device_one_writer_and_runs(tmp_path, capsys):
     s = write_scenario(tmp_path, {**write_npz(tmp_path), "partition": NATURAL})
     parts, ids = partitions_of(s)
     writers = assert_one_id_each(parts, ids)
-    out = ran(["run", str(s), "--out", str(tmp_path / "out"), "--quiet"], capsys)
+    out = ran_one_round(["run", str(s), "--out", str(tmp_path / "out"), "--quiet"], capsys)
     sizes = {int(r["client_id"]): int(r["num_examples"]) for r in read_rows(out / "clients.csv")}
     assert sizes == {d: int((ids == w).sum()) for d, w in enumerate(writers)}
     assert yaml.safe_load((out / "scenario.yaml").read_text())["data"]["partition"] == {
@@ -133,7 +126,7 @@ def test_integer_ids_and_a_loader_key_work_as_well(tmp_path, capsys):
     s = write_scenario(tmp_path, {"loader": "load.py:load", "partition": NATURAL})
     parts, ids = partitions_of(s)
     assert_one_id_each(parts, ids)
-    ran(["run", str(s), "--out", str(tmp_path / "out"), "--quiet"], capsys)
+    ran_one_round(["run", str(s), "--out", str(tmp_path / "out"), "--quiet"], capsys)
 
 
 def test_a_saved_hugging_face_dataset_runs_with_natural_partitions_and_its_hash_recorded(tmp_path, capsys):
@@ -143,7 +136,7 @@ def test_a_saved_hugging_face_dataset_runs_with_natural_partitions_and_its_hash_
     s = write_scenario(tmp_path / "scenarios", {"name": "huggingface", "path": "../data/hf", "partition": NATURAL})
     parts, ids = partitions_of(s)
     assert_one_id_each(parts, ids)
-    out = ran(["run", str(s), "--out", str(tmp_path / "out"), "--quiet"], capsys)
+    out = ran_one_round(["run", str(s), "--out", str(tmp_path / "out"), "--quiet"], capsys)
     assert capsys.readouterr().err == ""
     size, sha256 = hf_digest(saved)
     assert json.loads((out / "run.json").read_text())["data"] == [{"path": str(saved), "bytes": size,

@@ -15,7 +15,6 @@ import importlib.util
 import json
 import re
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
@@ -33,6 +32,7 @@ from fogsim.core.trainer import DeviceTrainer, make_optimizer
 from fogsim.models import build_model
 from fogsim.sim.outputs import read_rows
 from fogsim.sim.run import prepare, prepare_resume, run
+from inprocess import interrupted_run
 from fogsim.sim.scenario import reference
 
 EXAMPLES = Path(__file__).parent.parent / "scenarios" / "examples"
@@ -333,12 +333,7 @@ def test_a_moved_run_directory_resumes_with_its_builder_and_a_changed_one_is_ref
     s = example(tmp_path)
     out = tmp_path / "run"
 
-    def stop_in_round_1(row):
-        if row["round"] == 1:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        run(prepare(s), out, on_round=stop_in_round_1)
+    interrupted_run(prepare(s), out)
     moved = tmp_path / "elsewhere" / "run"
     moved.parent.mkdir()
     shutil.move(out, moved)
