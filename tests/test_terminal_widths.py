@@ -94,6 +94,8 @@ def test_a_run_its_progress_and_the_reference_tables_fit_the_terminal(tmp_path, 
     assert re.search(r"rounds\s+2/2", text) and "left" in text, "the progress line: rounds done, the time left"
     for cell in ("samd21", "nrf52840", "esp32-s3", "device-rounds", "24.00 KiB", "2.00 MiB", "run directory:"):
         assert cell in text, cell
+    if columns > 80:
+        return  # the reference tables at the narrowest width only: a table that fits 80 columns fits 120
     for args, cells in ((["keys"], ("training.batch_min", "strategy.rule")),
                         (["profiles", "list"], ("samd21", "rpi4", "jetson-nano", "0.005"))):
         code, text = in_terminal(args, columns)
