@@ -268,11 +268,11 @@ def cluster():
 
 @pytest.fixture(scope="module")
 def local_run(tmp_path_factory):
-    """The shortened quickstart on a Ray started here, with RAY_ADDRESS naming a cluster it must not use."""
+    """The shortened quickstart on the local engine, in this process: the files a run on Ray writes too
+    (test_sim_run), without starting a third Ray (that no address means Ray here, whatever RAY_ADDRESS
+    says: test_no_address_starts_ray_here_with_num_cpus)."""
     out = tmp_path_factory.mktemp("local") / "run"
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("RAY_ADDRESS", f"127.0.0.1:{free_port()}")
-        run(prepare(QUICKSTART, SHORT), out)
+    run(prepare(QUICKSTART, [*SHORT, "simulation.engine=local"]), out)
     return out
 
 
