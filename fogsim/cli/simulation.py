@@ -18,7 +18,7 @@ SET = typer.Option(None, "--set", help="change one key for this run, e.g. --set 
 
 
 TRACK = typer.Option(None, "--track", help="also log every round to tensorboard:DIR or mlflow:URI (repeatable; "
-                     "pip install 'fogsim[tracking]')")
+                     "needs fogsim's tracking extra: pip install tensorboard mlflow-skinny)")
 VERBOSE = typer.Option(False, "--verbose", help="show Flower's and Ray's own logs (quiet by default)")
 ON_DIVERGENCE = typer.Option(None, "--on-divergence", help="stop (the scenario's default) or continue when training "
                              "diverges: the same as --set training.on_divergence=...")
