@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fogsim.errors import FogsimError, brief, shown, shown_path
+from fogsim.errors import FogsimError, brief, error_text, shown, shown_path
 
 KEYS = ("train_x", "train_y", "test_x", "test_y")
 MAX_DATA_BYTES = 4 * 1024**3   # the four arrays together, as stored (an npz file's headers are checked first)
@@ -222,11 +222,33 @@ def _image(path: Path):
                           "); replace or remove it") from None
 
 
+def _mode(modes) -> str:
+    """The one mode a set of images (their Pillow modes) is decoded in: grayscale if every image is, else RGB."""
+    return "L" if all(mode in ("1", "L") for mode in modes) else "RGB"
+
+
+def _pixels(images, count: int, mode: str, size: tuple[int, int]) -> np.ndarray:
+    """``count`` images (an iterable of opened Pillow images, ``size`` pixels each) as N x C x H x W bytes."""
+    channels = 1 if mode == "L" else 3
+    x = np.empty((count, channels, size[1], size[0]), dtype=np.uint8)
+    for i, image in enumerate(images):
+        pixels = np.asarray(image.convert(mode))
+        x[i] = pixels[None] if channels == 1 else pixels.transpose(2, 0, 1)
+    return x
+
+
+def _check_pixels(source: str, count: int, mode: str, size: tuple[int, int]) -> None:
+    need = count * (1 if mode == "L" else 3) * size[0] * size[1]
+    if need > MAX_DATA_BYTES:
+        raise FogsimError(f"{source}: its images hold {need} bytes of pixels, at most {MAX_DATA_BYTES // 1024**3} "
+                          "GiB are allowed; use a subset or smaller images")
+
+
 def load_folder(path: str | os.PathLike) -> tuple:
     """``check_arrays`` of the images under ``path`` (``folder_files``), decoded by Pillow."""
     _, files = folder_files(path)
     every = files["train"] + files["test"]
-    size, gray, first = None, True, None
+    size, first, modes = None, None, []
     for file, _ in every:  # headers only: sizes and modes, before any pixel is decoded
         with _image(file) as image:
             if size is None:
@@ -234,27 +256,26 @@ def load_folder(path: str | os.PathLike) -> tuple:
             elif image.size != size:
                 raise FogsimError(f"{shown_path(file)}: {image.size[0]}x{image.size[1]} pixels, but "
                                   f"{shown_path(first, 60)} has {size[0]}x{size[1]}; resize the images to one size")
-            gray = gray and image.mode in ("1", "L")
-    mode, channels = ("L", 1) if gray else ("RGB", 3)
-    width, height = size
-    need = len(every) * channels * width * height
-    if need > MAX_DATA_BYTES:
-        raise FogsimError(f"{shown_path(path)}: its images hold {need} bytes of pixels, at most "
-                          f"{MAX_DATA_BYTES // 1024**3} GiB are allowed; use a subset or smaller images")
+            modes.append(image.mode)
+    mode = _mode(modes)
+    _check_pixels(shown_path(path), len(every), mode, size)
     arrays = {}
     for split in ("train", "test"):
-        x = np.empty((len(files[split]), channels, height, width), dtype=np.uint8)
-        for i, (file, _) in enumerate(files[split]):
-            with _image(file) as image:
-                try:
-                    pixels = np.asarray(image.convert(mode))
-                except Exception as error:
-                    raise FogsimError(f"{shown_path(file)}: cannot decode the image ({brief(str(error), 80)}); "
-                                      "replace or remove it") from None
-            x[i] = pixels[None] if channels == 1 else pixels.transpose(2, 0, 1)
-        arrays[f"{split}_x"] = x
+        arrays[f"{split}_x"] = _pixels(_decoded(files[split]), len(files[split]), mode, size)
         arrays[f"{split}_y"] = np.array([label for _, label in files[split]], dtype=np.int64)
     return check_arrays(shown_path(path), arrays, _FOLDER_FIX)
+
+
+def _decoded(files: list[tuple[Path, int]]):
+    """The images of ``files``, each opened while it is decoded; a file that fails then is one line."""
+    for file, _ in files:
+        with _image(file) as image:
+            try:
+                image.load()
+            except Exception as error:
+                raise FogsimError(f"{shown_path(file)}: cannot decode the image ({brief(str(error), 80)}); "
+                                  "replace or remove it") from None
+            yield image
 
 
 # --- loader --------------------------------------------------------------------------------------
@@ -302,7 +323,7 @@ def loader_module(loader: str, what: str = "loader", key: str = "data.loader"):
     except FogsimError:
         raise
     except (Exception, SystemExit) as error:
-        raise FogsimError(f"{what} {name}: importing {brief(target, 80)} failed ({_error(error)}); fix the file, "
+        raise FogsimError(f"{what} {name}: importing {brief(target, 80)} failed ({error_text(error)}); fix the file, "
                           "or make the module importable (installed or on PYTHONPATH)") from None
 
 
@@ -311,11 +332,6 @@ def loader_file(loader: str, what: str = "loader", key: str = "data.loader") -> 
     module = loader_module(loader, what, key)
     found = getattr(module, "__file__", None)
     return Path(found) if found else None
-
-
-def _error(error: BaseException) -> str:
-    text = brief(str(error), 120)
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
 def load_with(loader: str, seed: int, ids: str | None = None) -> tuple:
@@ -331,7 +347,7 @@ def load_with(loader: str, seed: int, ids: str | None = None) -> tuple:
     try:
         result = load(seed=seed)
     except (Exception, SystemExit) as error:
-        raise FogsimError(f"loader {name} failed ({_error(error)}); fix the loader") from None
+        raise FogsimError(f"loader {name} failed ({error_text(error)}); fix the loader") from None
     fix = "return (train_x, train_y, test_x, test_y) as numpy arrays, or a dict with those keys"
     if isinstance(result, dict):
         missing = [key for key in KEYS if key not in result]
@@ -442,28 +458,15 @@ def _nulls(split, column: str) -> int:
     return split.with_format("arrow")[:].column(column).null_count
 
 
-def _hf_images(source: str, split, column: str, mode: str | None) -> tuple[np.ndarray, str]:
-    """The images of ``column`` as N x C x H x W bytes, grayscale if every image of the dataset is (``mode``)."""
-    images = split[column]
-    size = None
+def _hf_images(source: str, images: list, column: str, mode: str) -> np.ndarray:
+    """The images of a split's ``column`` as N x C x H x W bytes, in the dataset's one ``mode``."""
+    size = images[0].size
     for image in images:
-        if size is None:
-            size = image.size
-        elif image.size != size:
+        if image.size != size:
             raise FogsimError(f"{source}: {column} holds images of {image.size[0]}x{image.size[1]} and "
                               f"{size[0]}x{size[1]} pixels; resize the images to one size")
-    if mode is None:
-        mode = "L" if all(image.mode in ("1", "L") for image in images) else "RGB"
-    channels = 1 if mode == "L" else 3
-    need = len(images) * channels * size[0] * size[1]
-    if need > MAX_DATA_BYTES:
-        raise FogsimError(f"{source}: its images hold {need} bytes of pixels, at most {MAX_DATA_BYTES // 1024**3} "
-                          "GiB are allowed; use a subset or smaller images")
-    x = np.empty((len(images), channels, size[1], size[0]), dtype=np.uint8)
-    for i, image in enumerate(images):
-        pixels = np.asarray(image.convert(mode))
-        x[i] = pixels[None] if channels == 1 else pixels.transpose(2, 0, 1)
-    return x, mode
+    _check_pixels(source, len(images), mode, size)
+    return _pixels(images, len(images), mode, size)
 
 
 def _hf_numbers(source: str, split, columns: list[str]) -> np.ndarray:
@@ -476,7 +479,7 @@ def _hf_numbers(source: str, split, columns: list[str]) -> np.ndarray:
         except (ValueError, TypeError) as error:
             raise FogsimError(f"{source}: column {shown(column)} cannot be read as numbers ({brief(str(error), 80)})"
                               "; give every sample the same shape") from None
-        if values.dtype.kind not in "iufb" or values.dtype.kind == "b":
+        if values.dtype.kind not in "iuf":
             raise FogsimError(f"{source}: column {shown(column)} holds {'samples of different shapes' if values.dtype == object else f'{values.dtype} values'}"
                               "; features are numbers, every sample of one shape")
         parts.append(values)
@@ -520,13 +523,13 @@ def _load_huggingface(path, hub, features, label, seed, ids) -> tuple:
             raise FogsimError(f"{source}: not a saved Hugging Face dataset (no dataset_info.json or "
                               f"dataset_dict.json); {_HF_FIX}") from None
         except Exception as error:  # datasets and pyarrow raise many kinds for a damaged folder
-            raise FogsimError(f"{source}: cannot read the saved dataset ({_error(error)}); {_HF_FIX}") from None
+            raise FogsimError(f"{source}: cannot read the saved dataset ({error_text(error)}); {_HF_FIX}") from None
     else:
         source = f"hub dataset {brief(hub, 80)}"
         try:
             loaded = datasets.load_dataset(hub)
         except Exception as error:
-            raise FogsimError(f"{source}: cannot load it ({_error(error)}); check the id and the network "
+            raise FogsimError(f"{source}: cannot load it ({error_text(error)}); check the id and the network "
                               "connection, or save it with save_to_disk and give data.path") from None
     train, test = _hf_splits(source, loaded, seed)
     columns = dict(train.features)
@@ -545,12 +548,11 @@ def _load_huggingface(path, hub, features, label, seed, ids) -> tuple:
                                   "drop those samples")
     arrays = {}
     image = len(chosen) == 1 and isinstance(columns[chosen[0]], datasets.Image)
-    mode = None
     if image:
-        both = [split[chosen[0]] for split in (train, test)]
-        mode = "L" if all(im.mode in ("1", "L") for images in both for im in images) else "RGB"
+        images = {"train": list(train[chosen[0]]), "test": list(test[chosen[0]])}
+        mode = _mode(image.mode for image in images["train"] + images["test"])
     for split_name, split in (("train", train), ("test", test)):
-        arrays[f"{split_name}_x"] = (_hf_images(source, split, chosen[0], mode)[0] if image
+        arrays[f"{split_name}_x"] = (_hf_images(source, images[split_name], chosen[0], mode) if image
                                      else _hf_numbers(source, split, chosen))
         labels = np.asarray(split.with_format("numpy")[label])
         arrays[f"{split_name}_y"] = labels
@@ -574,13 +576,7 @@ def _load_huggingface(path, hub, features, label, seed, ids) -> tuple:
 
 def hf_digest(path: Path) -> tuple[int, str]:
     """``(bytes, SHA-256)`` of the folder ``save_to_disk`` wrote: its files' paths (relative) and contents."""
-    digest, size = hashlib.sha256(), 0
-    for file in sorted(p for p in Path(path).rglob("*") if p.is_file()):
-        name = file.relative_to(path).as_posix().encode()
-        bytes_, hexdigest = file_digest(file)
-        digest.update(b"%d:%s:%s\n" % (len(name), name, hexdigest.encode()))
-        size += bytes_
-    return size, digest.hexdigest()
+    return _files_digest(path, sorted(p for p in Path(path).rglob("*") if p.is_file()))
 
 
 # --- provenance ----------------------------------------------------------------------------------
@@ -598,9 +594,14 @@ def file_digest(path: Path) -> tuple[int, str]:
 def folder_digest(path: Path) -> tuple[int, str]:
     """``(bytes, SHA-256)`` of the images a folder dataset reads: their paths (relative) and contents."""
     _, files = folder_files(path)
+    return _files_digest(path, [file for file, _ in files["train"] + files["test"]])
+
+
+def _files_digest(root: Path, files: list[Path]) -> tuple[int, str]:
+    """``(bytes, SHA-256)`` of ``files`` under ``root``: their paths (relative to ``root``) and contents."""
     digest, size = hashlib.sha256(), 0
-    for file, _ in files["train"] + files["test"]:
-        name = file.relative_to(path).as_posix().encode()
+    for file in files:
+        name = file.relative_to(root).as_posix().encode()
         bytes_, hexdigest = file_digest(file)
         digest.update(b"%d:%s:%s\n" % (len(name), name, hexdigest.encode()))
         size += bytes_

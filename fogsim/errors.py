@@ -47,6 +47,12 @@ def shown(value: object, limit: int = SHOWN_CHARS) -> str:
     return brief(text, limit)
 
 
+def error_text(error: BaseException) -> str:
+    """An exception from the user's code (a loader, a model builder) in a message: its kind and text, cut short."""
+    text = brief(str(error), 120)
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
 def brief(text: str, limit: int = SHOWN_CHARS) -> str:
     """``text`` on one line, cut to ``limit`` characters: a name or a token the user wrote."""
     text = one_line(text)

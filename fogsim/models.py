@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from fogsim.catalog import MODELS
-from fogsim.errors import FogsimError, shown, shown_path
+from fogsim.errors import FogsimError, error_text, shown, shown_path
 
 
 
@@ -58,7 +58,7 @@ def _user_model(builder: str, args: dict, input_shape: tuple[int, ...], num_clas
                 seed: int | None) -> nn.Module:
     """The user's builder called as ``build(input_shape=..., num_classes=..., **args)`` with PyTorch
     seeded (``seed``, 0 when unset, in a forked RNG); every failure is one line naming the builder."""
-    from fogsim.data_files import _error, loader_module, loader_parts
+    from fogsim.data_files import loader_module, loader_parts
 
     try:
         target, function = loader_parts(builder, "model builder")
@@ -75,7 +75,7 @@ def _user_model(builder: str, args: dict, input_shape: tuple[int, ...], num_clas
             torch.manual_seed(0 if seed is None else seed)
             model = build(input_shape=input_shape, num_classes=num_classes, **args)
     except (Exception, SystemExit) as error:
-        raise FogsimError(f"{where} failed ({_error(error)}); fix the builder or model.args") from None
+        raise FogsimError(f"{where} failed ({error_text(error)}); fix the builder or model.args") from None
     if not isinstance(model, nn.Module):
         what = "None" if model is None else f"a {type(model).__name__}"
         raise FogsimError(f"{where} returned {what}, not a torch.nn.Module; return the network")

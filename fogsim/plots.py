@@ -287,7 +287,7 @@ def plot_comparison(runs, frame: pd.DataFrame, out: Path) -> None:
 @_literal
 def plot_sweep(groups: pd.DataFrame, keys: list[str], sizes: list[str], path: Path) -> Path:
     """sweep.png: final accuracy, and each profile's accuracy, against the swept value, mean over seeds with
-    the standard deviation as error bars (``compare.groups_of``'s frame). One swept key of numbers or sizes is
+    the standard deviation as error bars (``compare.by_value``'s groups). One swept key of numbers or sizes is
     a numeric axis (sizes: a log axis in bytes); otherwise each group of runs is one labelled position."""
     from fogsim.sim.groups import show_value
 

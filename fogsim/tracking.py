@@ -33,7 +33,7 @@ from pathlib import Path
 
 from fogsim.errors import FogsimError, shown
 
-KINDS = {"tensorboard": ("DIR", "tensorboard", "tensorboard"), "mlflow": ("URI", "mlflow", "mlflow-skinny")}
+KINDS = {"tensorboard": ("tensorboard", "tensorboard"), "mlflow": ("mlflow", "mlflow-skinny")}  # module, package
 MAX_PARAM_CHARS = 500  # MLflow keeps 6,000 characters of a parameter's value; a scenario's values are short
 
 
@@ -54,7 +54,7 @@ def parse_tracks(specs: list[str] | None) -> list[Track]:
         if kind not in KINDS or not where.strip():
             raise FogsimError(f"--track {shown(spec)}: give tensorboard:DIR or mlflow:URI, e.g. --track "
                               "tensorboard:runs/tensorboard")
-        _, module, package = KINDS[kind]
+        module, package = KINDS[kind]
         try:
             __import__(module)
         except ImportError:

@@ -318,21 +318,23 @@ def rich_tables(frame: pd.DataFrame) -> list:
     return [runs, profiles]
 
 
-def markdown(frame: pd.DataFrame) -> str:
-    def cell(text: str) -> str:
-        return text.replace("|", "\\|")
+def _cell(text: str) -> str:
+    """A Markdown table cell's text: a literal pipe would end the cell."""
+    return text.replace("|", "\\|")
 
+
+def markdown(frame: pd.DataFrame, found: "ByValue | None") -> str:
     lines = [f"# Comparison of {frame['run'].nunique()} runs", "",
              "Run-level figures are on the first row of each run; a profile whose cells are empty is one the "
              "run has no devices of. Data: `comparison.csv`.", "",
              "| " + " | ".join(TABLE_HEADERS) + " |", "|" + "---|" * len(TABLE_HEADERS)]
-    lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in table_rows(frame)]
+    lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in table_rows(frame)]
     lines += ["", "Paths:", ""] + [f"- `{n}`: `{p}`" for n, p in dict(zip(frame["run"], frame["path"])).items()]
     lines += ["", "![accuracy per round](accuracy.png)", "", "![peak memory and batch size per profile]"
               "(memory_batch.png)", "", "![accuracy against upload](accuracy_vs_upload.png)", ""]
     if with_fog(frame):
         lines += [f"![accuracy against wide-area traffic]({WAN_PLOT})", ""]
-    return "\n".join(lines + group_markdown(frame))
+    return "\n".join(lines + group_markdown(found))
 
 
 def _mean_sd(mean, sd) -> str:
@@ -341,9 +343,22 @@ def _mean_sd(mean, sd) -> str:
     return f"{mean:.4f}" if sd is None or pd.isna(sd) else f"{mean:.4f} ± {sd:.4f}"
 
 
-def group_rows(frame: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
-    """Headers and rows of the table by value: one row per group of runs that differ only in seed, its
-    swept values, seeds, final accuracy and each profile's accuracy (mean ± standard deviation over seeds)."""
+@dataclass
+class ByValue:
+    """The comparison by value: ``groups_of``'s frame, the table's headers and rows (one row per group of runs
+    that differ only in seed: its swept values, seeds, final and each profile's accuracy as mean ± standard
+    deviation over seeds), and the sentence on seed noise (``groups.noise_note``)."""
+
+    groups: pd.DataFrame
+    headers: list[str]
+    rows: list[list[str]]
+    note: str | None
+
+
+def by_value(frame: pd.DataFrame) -> ByValue | None:
+    """The comparison by value, or None where the runs differ neither in a key nor in seed."""
+    if not grouped(frame):
+        return None
     keys, sizes = frame.attrs.get("swept", []), frame.attrs.get("sizes", [])
     groups = groups_of(frame)
     profiles = [p for p in dict.fromkeys(groups["profile"]) if p is not None and not pd.isna(p)]
@@ -356,37 +371,32 @@ def group_rows(frame: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
                      _mean_sd(first["final_accuracy_mean"], first["final_accuracy_std"]),
                      *[_mean_sd(by_profile.at[p, "profile_accuracy_mean"], by_profile.at[p, "profile_accuracy_std"])
                        if p in by_profile.index else "" for p in profiles]])
-    return headers, rows
+    return ByValue(groups, headers, rows, noise_note(groups, keys))
 
 
-def group_note(frame: pd.DataFrame) -> str | None:
-    """Whether the values' final accuracies differ by more than seed noise (``groups.noise_note``)."""
-    return noise_note(groups_of(frame), frame.attrs.get("swept", [])) if grouped(frame) else None
-
-
-def group_table(frame: pd.DataFrame):
-    """The rich table by value, or None where the runs differ neither in a key nor in seed."""
-    if not grouped(frame):
+def group_table(frame: pd.DataFrame, found: ByValue | None = None):
+    """The rich table by value (``by_value``), or None where there is nothing to group."""
+    found = found or by_value(frame)
+    if found is None:
         return None
     from rich.table import Table
 
-    headers, rows = group_rows(frame)
-    table = Table(title="by value: mean ± standard deviation over seeds", caption=group_note(frame))
-    for i, column in enumerate(headers):
+    table = Table(title="by value: mean ± standard deviation over seeds", caption=found.note)
+    for i, column in enumerate(found.headers):
         table.add_column(column, justify="left" if i < len(frame.attrs.get("swept", [])) else "right",
                          overflow="fold")
-    for row in rows:
+    for row in found.rows:
         table.add_row(*row)
     return table
 
 
-def group_markdown(frame: pd.DataFrame) -> list[str]:
-    if not grouped(frame):
+def group_markdown(found: ByValue | None) -> list[str]:
+    if found is None:
         return []
-    headers, rows = group_rows(frame)
-    note = group_note(frame)
-    return ["## By value (mean ± standard deviation over seeds)", "", "| " + " | ".join(headers) + " |",
-            "|" + "---|" * len(headers), *["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rows],
+    note = found.note
+    return ["## By value (mean ± standard deviation over seeds)", "", "| " + " | ".join(found.headers) + " |",
+            "|" + "---|" * len(found.headers),
+            *["| " + " | ".join(_cell(c) for c in row) + " |" for row in found.rows],
             "", *([note[0].upper() + note[1:] + ".", ""] if note else []), "![accuracy against the swept value](sweep.png)",
             "", "Data: `groups.csv`.", ""]
 
@@ -394,15 +404,15 @@ def group_markdown(frame: pd.DataFrame) -> list[str]:
 def write_comparison(runs: list[Run], out: Path) -> pd.DataFrame:
     """Write comparison.csv, comparison.md and the plots (``files_of``) into the existing directory ``out``."""
     frame = comparison_frame(runs)
+    found = by_value(frame)
     csv_frame(frame).to_csv(out / "comparison.csv", index=False)
-    (out / "comparison.md").write_text(markdown(frame))
+    (out / "comparison.md").write_text(markdown(frame, found))
     from fogsim.plots import plot_comparison, plot_sweep  # matplotlib only when plots are drawn
 
     plot_comparison(runs, frame, out)
-    if grouped(frame):
-        groups = groups_of(frame)
-        csv_frame(groups).to_csv(out / "groups.csv", index=False)
-        plot_sweep(groups, frame.attrs.get("swept", []), frame.attrs.get("sizes", []), out / "sweep.png")
+    if found is not None:
+        csv_frame(found.groups).to_csv(out / "groups.csv", index=False)
+        plot_sweep(found.groups, frame.attrs.get("swept", []), frame.attrs.get("sizes", []), out / "sweep.png")
     return frame
 
 

@@ -43,7 +43,10 @@ def flatten(tree, prefix: str = "") -> dict[str, object]:
 def varying_keys(scenarios: list[dict]) -> list[str]:
     """The keys whose values differ between ``scenarios`` (absent counts as a value), in the order
     the first scenario that has each key lists them; ``name`` and ``seed`` are never among them."""
-    flat = [flatten(s or {}) for s in scenarios]
+    return _varying([flatten(s or {}) for s in scenarios])
+
+
+def _varying(flat: list[dict]) -> list[str]:
     order = list(dict.fromkeys(k for f in flat for k in f))
     return [k for k in order if k not in IGNORED and len({repr(f.get(k)) for f in flat}) > 1]
 
@@ -64,18 +67,18 @@ def _whole(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) or isinstance(value, float) and value.is_integer()
 
 
-def is_size(key: str, values: list) -> bool:
+def is_size(values: list) -> bool:
     """Whether a swept key's values are sizes (its raw values held a unit): drawn on a log axis of bytes."""
     return any(isinstance(v, str) and _SIZE.match(v) for v in values)
 
 
 def settings(scenarios: list[dict]) -> tuple[list[int | None], dict[str, list], list[str]]:
     """Each scenario's seed, the typed values of every swept key, and which swept keys hold sizes."""
-    keys = varying_keys(scenarios)
     flat = [flatten(s or {}) for s in scenarios]
+    keys = _varying(flat)
     seeds = [f.get("seed") if _whole(f.get("seed")) else None for f in flat]
     raw = {k: [f.get(k) for f in flat] for k in keys}
-    return seeds, {k: typed(v) for k, v in raw.items()}, [k for k, v in raw.items() if is_size(k, v)]
+    return seeds, {k: typed(v) for k, v in raw.items()}, [k for k, v in raw.items() if is_size(v)]
 
 
 def show_value(value, size: bool) -> str:

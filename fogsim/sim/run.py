@@ -94,32 +94,35 @@ def prepare(path: str | Path, sets: list[str] = (), base: Path | None = None) ->
 def model_located(scenario: Scenario, base: Path) -> Scenario:
     """``scenario`` with its model builder's file (``model: file.py:build``) named by an absolute path,
     a relative one taken from ``base`` (the scenario file's folder), as ``data_located`` names the loader."""
-    from fogsim.data_files import loader_parts
     from fogsim.models import builder_of, is_builder
 
     if not is_builder(scenario.model):
         return scenario
     builder, _ = builder_of(scenario.model)
-    target, function = loader_parts(builder, "model builder")
-    if not target.endswith(".py"):
+    located = _absolute(builder, base, "model builder")
+    if located == builder:
         return scenario
-    located = f"{os.path.abspath(os.path.join(base, target))}:{function}"
     model = located if isinstance(scenario.model, str) else scenario.model.model_copy(update={"builder": located})
     return scenario.model_copy(update={"model": model})
+
+
+def _absolute(function: str, base: Path, what: str = "loader") -> str:
+    """``file.py:function`` with the file named absolutely (relative to ``base``); ``package.module:function``
+    as it is."""
+    from fogsim.data_files import loader_parts
+
+    target, name = loader_parts(function, what)
+    return f"{os.path.abspath(os.path.join(base, target))}:{name}" if target.endswith(".py") else function
 
 
 def data_located(scenario: Scenario, base: Path) -> Scenario:
     """``scenario`` with its data file (``data.path``) and loader file named by absolute paths, relative
     ones taken from ``base`` (the scenario file's folder), as Ray's workers, wherever they run, read them."""
-    from fogsim.data_files import loader_parts
-
     d, update = scenario.data, {}
     if d.path is not None:
         update["path"] = os.path.abspath(os.path.join(base, d.path))
-    if d.loader is not None:
-        target, function = loader_parts(d.loader)
-        if target.endswith(".py"):
-            update["loader"] = f"{os.path.abspath(os.path.join(base, target))}:{function}"
+    if d.loader is not None and _absolute(d.loader, base) != d.loader:
+        update["loader"] = _absolute(d.loader, base)
     return scenario.model_copy(update={"data": d.model_copy(update=update)}) if update else scenario
 
 
@@ -335,8 +338,9 @@ def run(prepared: Prepared, out: Path, on_round: Callable[[dict], None] | None =
 
             from fogsim.tracking import Trackers
 
+            text = resolved_yaml(scenario)
             trackers = Trackers(tracks, out.name + (" (resumed)" if resume else ""), scenario.name,
-                                yaml.safe_load(resolved_yaml(scenario)), resolved_yaml(scenario))
+                                yaml.safe_load(text), text)
             job.on_record = trackers.round
         local = scenario.simulation.engine == "local"
         forget_stop = signals.on_interrupt(job.stop.set)  # the server leaves its wait at the signal itself
