@@ -146,3 +146,28 @@ def ran_one_round(argv: list[str], capsys) -> Path:
     out = Path(argv[argv.index("--out") + 1])
     assert [r["round"] for r in read_rows(out / "rounds.csv")] == [1]
     return out
+
+
+def snapshot(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*")}
+
+
+def refused(tmp: Path, capsys, argv: list[str], message: str) -> str:
+    """Run the command ``argv`` and check the rule for every bad input (exit 2, one line ``fogsim: error:``
+    matching ``message``, no traceback, nothing written under ``tmp``); return the line."""
+    import re
+
+    from fogsim.cli import main
+
+    before = snapshot(tmp)
+    capsys.readouterr()
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "Traceback" not in err
+    lines = err.splitlines()
+    assert len(lines) == 1 and err.endswith("\n"), err
+    assert lines[0].startswith("fogsim: error: "), err
+    assert re.search(message, lines[0]), lines[0]
+    assert snapshot(tmp) == before, "a bad input must leave nothing behind"
+    return lines[0]

@@ -22,6 +22,7 @@ import yaml
 
 from fogsim.cli import main
 from fogsim.sim import safe_yaml
+from inprocess import refused, snapshot
 
 GOOD = {"name": "t", "data": {"name": "digits"}, "model": "mlp-small", "rounds": 2,
         "training": {"batch_min": 8}, "fleet": [{"profile": "samd21", "count": 2}, {"profile": "rpi4"}]}
@@ -65,25 +66,6 @@ def with_profiles(tmp: Path, content, **changes) -> list[str]:
     """``fogsim run`` on a scenario that loads the profile file ``p.yaml`` holding ``content``."""
     write(tmp, content, "p.yaml")
     return run(tmp, scenario(profiles=["p.yaml"], **changes))
-
-
-def snapshot(root: Path) -> set[str]:
-    return {str(p.relative_to(root)) for p in root.rglob("*")}
-
-
-def refused(tmp: Path, capsys, argv: list[str], message: str) -> str:
-    """Run ``argv`` and check the rule for every bad input; return the one line printed."""
-    before = snapshot(tmp)
-    code = main(argv)
-    err = capsys.readouterr().err
-    assert code == 2, err
-    assert "Traceback" not in err
-    lines = err.splitlines()
-    assert len(lines) == 1 and err.endswith("\n"), err
-    assert lines[0].startswith("fogsim: error: "), err
-    assert re.search(message, lines[0]), lines[0]
-    assert snapshot(tmp) == before, "a bad input must leave nothing behind"
-    return lines[0]
 
 
 def cases(*rows):

@@ -24,7 +24,7 @@ from fogsim.cli import main
 from fogsim.data import load_dataset
 from fogsim.sim.outputs import read_rows
 from fogsim.sim.run import prepare, prepare_resume, run
-from inprocess import interrupted_run, ran_one_round
+from inprocess import interrupted_run, ran_one_round, refused as refused_run
 
 BASE = {"name": "t", "model": "mlp-small", "rounds": 1, "training": {"batch_min": 8},
         "fleet": [{"profile": "rpi4", "count": 2}, {"profile": "esp32-s3"}], "simulation": {"engine": "local"}}
@@ -205,23 +205,9 @@ def test_user_data_runs_on_ray_from_the_drivers_copy(tmp_path, capsys):
 
 # --- bad input: one line, exit 2, nothing written ---------------------------------------------
 
-def snapshot(root: Path) -> set[str]:
-    return {str(p.relative_to(root)) for p in root.rglob("*")}
-
-
 def refused(tmp: Path, capsys, data: dict, message: str) -> str:
-    s = write_scenario(tmp, data)
-    before = snapshot(tmp)
-    capsys.readouterr()
-    code = main(["run", str(s), "--out", str(tmp / "out"), "--quiet"])
-    err = capsys.readouterr().err
-    assert code == 2, err
-    assert "Traceback" not in err
-    lines = err.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("fogsim: error: "), err
-    assert re.search(message, lines[0]), lines[0]
-    assert snapshot(tmp) == before, "a bad input must leave nothing behind"
-    return lines[0]
+    return refused_run(tmp, capsys, ["run", str(write_scenario(tmp, data)), "--out", str(tmp / "out"), "--quiet"],
+                       message)
 
 
 def npz(tmp: Path, **changes) -> dict:

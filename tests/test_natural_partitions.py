@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import pickle
-import re
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +22,7 @@ from fogsim.data import load_dataset
 from fogsim.sim.outputs import read_rows
 from fogsim.sim.partition import natural_split
 from fogsim.sim.run import prepare
-from inprocess import ran_one_round
+from inprocess import ran_one_round, refused as refused_run
 
 BASE = {"name": "t", "model": "mlp-small", "rounds": 1, "training": {"batch_min": 8},
         "fleet": [{"profile": "rpi4", "count": 2}, {"profile": "esp32-s3"}], "simulation": {"engine": "local"}}
@@ -216,22 +215,9 @@ def test_numeric_columns_stack_into_features(tmp_path):
 
 # --- bad input: one line, exit 2, nothing written ---------------------------------------------
 
-def snapshot(root: Path) -> set[str]:
-    return {str(p.relative_to(root)) for p in root.rglob("*")}
-
-
 def refused(tmp: Path, capsys, data: dict, message: str, **changes) -> str:
-    s = write_scenario(tmp, data, **changes)
-    before = snapshot(tmp)
-    capsys.readouterr()
-    code = main(["run", str(s), "--out", str(tmp / "out"), "--quiet"])
-    err = capsys.readouterr().err
-    assert code == 2, err
-    lines = err.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("fogsim: error: "), err
-    assert re.search(message, lines[0]), lines[0]
-    assert snapshot(tmp) == before, "a bad input must leave nothing behind"
-    return lines[0]
+    return refused_run(tmp, capsys, ["run", str(write_scenario(tmp, data, **changes)), "--out", str(tmp / "out"),
+                                     "--quiet"], message)
 
 
 def _loader(tmp: Path, writer: str) -> dict:
